@@ -1,0 +1,36 @@
+# Two commands matter on a fresh machine: `make demo` and `make test`. Both create the venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint freeze demo bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when a pin changes; the stamp makes `setup` a no-op otherwise.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check pip==25.3 setuptools==84.2.1
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Re-resolves the pinned direct dependencies and freezes the full set (run after changing a pin).
+freeze:
+	rm -rf .freeze-venv
+	$(PYTHON) -m venv .freeze-venv
+	.freeze-venv/bin/pip install --quiet pip==25.3 setuptools==84.2.1
+	.freeze-venv/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	.freeze-venv/bin/pip freeze --exclude-editable | sort -f > constraints.txt
+	rm -rf .freeze-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache

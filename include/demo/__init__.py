@@ -1,0 +1,1 @@
+"""Synthetic inputs for the bundled workloads (importable as ``claude_demo``)."""

@@ -1,0 +1,46 @@
+"""Document tagging: one to three tags per document from a fixed taxonomy.
+
+Input record (one JSON object per line)::
+
+    {"doc_id": "kb-00042", "department": "legal", "title": "...", "body": "..."}
+
+The business key is ``doc_id``; ``department`` is the field the sample is stratified over.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Tag(StrEnum):
+    FINANCE = "finance"
+    LEGAL = "legal"
+    HUMAN_RESOURCES = "human_resources"
+    ENGINEERING = "engineering"
+    MARKETING = "marketing"
+    SECURITY = "security"
+    OPERATIONS = "operations"
+
+
+# Words that signal a tag; shared by the synthetic documents and the emulator's responder.
+TAG_KEYWORDS: dict[Tag, tuple[str, ...]] = {
+    Tag.FINANCE: ("invoice", "budget", "revenue", "ledger"),
+    Tag.LEGAL: ("contract", "liability", "clause", "compliance"),
+    Tag.HUMAN_RESOURCES: ("hiring", "payroll", "onboarding", "benefits"),
+    Tag.ENGINEERING: ("deployment", "latency", "database", "release"),
+    Tag.MARKETING: ("campaign", "brand", "audience", "launch"),
+    Tag.SECURITY: ("incident", "credential", "vulnerability", "access review"),
+    Tag.OPERATIONS: ("logistics", "inventory", "vendor", "shift"),
+}
+
+
+class DocumentTags(BaseModel):
+    """What the model must answer for one document (a JSON object, nothing else)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    doc_id: str = Field(min_length=1)
+    tags: list[Tag] = Field(min_length=1, max_length=3)
+    summary: str = Field(min_length=1, max_length=500)

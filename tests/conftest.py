@@ -1,0 +1,74 @@
+"""Test harness shared by every suite.
+
+Airflow reads its configuration when first imported, so the environment is set here, at the top
+of the root conftest, before any test module can import Airflow. Each pytest process (and each
+xdist worker) gets its own throw-away AIRFLOW_HOME and SQLite metadata DB.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="claude-batch-airflow-home-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    }
+)
+
+PG_URL_VARIABLE = "CLAUDE_BATCH_TEST_PG_URL"
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Migrate the per-session Airflow metadata DB once; tests that run DAGs depend on this."""
+    from airflow.utils import db
+
+    db.resetdb(skip_init=False)
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL of a brand-new database on the server named by CLAUDE_BATCH_TEST_PG_URL.
+
+    The database is dropped afterwards, so tests never see each other's rows. Skips when the
+    variable is unset (CI sets it; see .ci/run).
+    """
+    admin_url = os.environ.get(PG_URL_VARIABLE)
+    if not admin_url:
+        pytest.skip(f"{PG_URL_VARIABLE} is not set; PostgreSQL tests run in CI")
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"claude_batch_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store's database URL, once per supported backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("postgres_url")
