@@ -1,0 +1,193 @@
+"""SQLAlchemy models of the store: the run ledger, the manifest, outputs, quarantine and sample gates.
+
+Timestamps are written by the repository in UTC (not server defaults), so both backends hold the same
+values and the migration has no dialect-specific defaults to keep in step.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Fixed constraint names: alembic needs them to alter constraints later, and SQLite batch migrations
+# can only recreate constraints that have a name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (binary, comparable, indexable); SQLite stores JSON as text.
+JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on both backends (SQLite drops the offset, so it is put back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given to the store; pass an aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the store's constraint naming convention and column types."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON_DOCUMENT, datetime: UtcDateTime()}
+
+
+class Run(Base):
+    """One run of a workload for one logical date; a re-run of the date reuses the row."""
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("workload", "logical_date"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload: Mapped[str] = mapped_column(String(200))
+    logical_date: Mapped[date]
+    dag_run_id: Mapped[str | None] = mapped_column(String(250))
+    status: Mapped[str] = mapped_column(String(32))
+    deadline: Mapped[datetime | None]
+    params: Mapped[dict[str, Any]]
+    report: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class Shard(Base):
+    """A request file cut by the shard stage."""
+
+    __tablename__ = "shards"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    shard_index: Mapped[int] = mapped_column(primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    request_count: Mapped[int]
+    byte_size: Mapped[int] = mapped_column(BigInteger)
+
+
+class BatchAttempt(Base):
+    """The ledger: an intent written before each paid call (batch or synchronous), then its outcome."""
+
+    __tablename__ = "batch_attempts"
+    __table_args__ = (UniqueConstraint("run_id", "shard_index", "round"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    shard_index: Mapped[int]
+    round: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))
+    request_count: Mapped[int]
+    request_digest: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    batch_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    adopted: Mapped[bool]
+    processing_count: Mapped[int]
+    succeeded_count: Mapped[int]
+    errored_count: Mapped[int]
+    canceled_count: Mapped[int]
+    expired_count: Mapped[int]
+    created_at: Mapped[datetime]
+    submitted_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+
+class ManifestEntry(Base):
+    """custom_id ↔ business key, shard and round of one request of a run."""
+
+    __tablename__ = "manifest"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    business_key: Mapped[str] = mapped_column(Text)
+    shard_index: Mapped[int]
+    attempt_round: Mapped[int]
+    position: Mapped[int] = mapped_column(BigInteger)
+
+
+class Output(Base):
+    """The published result of one record, unique per workload, logical date and business key."""
+
+    __tablename__ = "outputs"
+    # logical_date before business_key so the same index also serves "all outputs of a date".
+    __table_args__ = (UniqueConstraint("workload", "logical_date", "business_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload: Mapped[str] = mapped_column(String(200))
+    logical_date: Mapped[date]
+    business_key: Mapped[str] = mapped_column(Text)
+    custom_id: Mapped[str] = mapped_column(String(64))
+    output: Mapped[dict[str, Any]]
+    model: Mapped[str] = mapped_column(String(200))
+    input_tokens: Mapped[int]
+    output_tokens: Mapped[int]
+    cache_creation_input_tokens: Mapped[int]
+    cache_read_input_tokens: Mapped[int]
+    source: Mapped[str] = mapped_column(String(16))
+    round: Mapped[int]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class QuarantineEntry(Base):
+    """A record that could not become an output, with its failure class and a reason a person can act on."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("run_id", "record_ref"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    record_ref: Mapped[str] = mapped_column(String(200))
+    business_key: Mapped[str | None] = mapped_column(Text)
+    failure_class: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SampleValidation(Base):
+    """One sample gate result for a prompt fingerprint and model."""
+
+    __tablename__ = "sample_validations"
+    __table_args__ = (Index(None, "workload", "prompt_fingerprint", "model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload: Mapped[str] = mapped_column(String(200))
+    prompt_fingerprint: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(200))
+    sample_size: Mapped[int]
+    pass_rate: Mapped[float]
+    passed: Mapped[bool]
+    created_at: Mapped[datetime]

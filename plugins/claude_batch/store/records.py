@@ -1,0 +1,174 @@
+"""What goes into and comes out of the store: frozen pydantic models, never ORM objects.
+
+Failure classes and run statuses are plain strings here, so the strategy's ``StrEnum`` members pass
+straight in; the ledger's own vocabularies (attempt kind and status, output source) are checked.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AttemptKind = Literal["batch", "sync"]
+# intent → submitted → ended | failed | canceled
+AttemptStatus = Literal["intent", "submitted", "ended", "failed", "canceled"]
+OutputSource = Literal["batch", "sync", "rerun"]
+
+TERMINAL_STATUSES: frozenset[str] = frozenset({"ended", "failed", "canceled"})
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+
+class RunRecord(_Record):
+    """One run of a workload for one logical date."""
+
+    id: int
+    workload: str
+    logical_date: date
+    dag_run_id: str | None
+    status: str
+    deadline: datetime | None
+    params: dict[str, Any]
+    report: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class ShardRecord(_Record):
+    """A request file of a run, as cut by the shard stage."""
+
+    shard_index: int = Field(ge=0)
+    uri: str
+    request_count: int = Field(ge=0)
+    byte_size: int = Field(ge=0)
+
+
+class RequestCounts(_Record):
+    """Per-request outcome counts of a batch, as the Message Batches API reports them."""
+
+    processing: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    canceled: int = 0
+    expired: int = 0
+
+
+class AttemptRecord(_Record):
+    """A ledger row: one paid call (a batch, or a group of synchronous calls) for a shard and round."""
+
+    id: int
+    run_id: int
+    shard_index: int
+    round: int
+    kind: AttemptKind
+    request_count: int
+    request_digest: str
+    status: AttemptStatus
+    batch_id: str | None
+    adopted: bool
+    request_counts: RequestCounts
+    created_at: datetime
+    submitted_at: datetime | None
+    ended_at: datetime | None
+
+
+class ManifestRow(_Record):
+    """custom_id ↔ business key of one request, with its shard, round and input position."""
+
+    custom_id: str = Field(min_length=1, max_length=64)
+    business_key: str
+    shard_index: int = Field(ge=0)
+    position: int = Field(ge=0)
+    attempt_round: int = Field(default=0, ge=0)
+
+
+class OutputRow(_Record):
+    """A result to publish for one business key."""
+
+    business_key: str
+    custom_id: str
+    output: dict[str, Any]
+    model: str
+    source: OutputSource
+    round: int = Field(default=0, ge=0)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+
+class OutputRecord(OutputRow):
+    """A published output as stored."""
+
+    workload: str
+    logical_date: date
+    created_at: datetime
+    updated_at: datetime
+
+
+class QuarantineRow(_Record):
+    """A record that will not become an output.
+
+    :param record_ref: the record's custom_id when it has one (the manifest is joined on it),
+        otherwise ``line-<position>`` of the input record rejected before it got one.
+    """
+
+    record_ref: str = Field(min_length=1, max_length=200)
+    business_key: str | None
+    failure_class: str
+    reason: str
+    attempts: int = Field(default=0, ge=0)
+
+
+class QuarantineRecord(QuarantineRow):
+    """A quarantine row as stored."""
+
+    run_id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SampleValidationRecord(_Record):
+    """One sample gate result for a prompt fingerprint and model."""
+
+    id: int
+    workload: str
+    prompt_fingerprint: str
+    model: str
+    sample_size: int
+    pass_rate: float
+    passed: bool
+    created_at: datetime
+
+
+class Accounting(_Record):
+    """Where every record of a run ended, for the exactly-once check of the run report.
+
+    :param manifest: requests in the manifest (valid input records).
+    :param published: manifest records with a published output.
+    :param quarantined: manifest records in quarantine.
+    :param rejected: quarantine rows of input records that never reached the manifest.
+    :param unaccounted: manifest records neither published nor quarantined.
+    :param double_counted: manifest records both published and quarantined.
+    """
+
+    manifest: int
+    published: int
+    quarantined: int
+    rejected: int
+    unaccounted: int
+    double_counted: int
+
+    @property
+    def inputs(self) -> int:
+        """Input records seen: the valid ones in the manifest and the ones rejected before it."""
+        return self.manifest + self.rejected
+
+    @property
+    def balanced(self) -> bool:
+        """True when every manifest record ended exactly once."""
+        return self.unaccounted == 0 and self.double_counted == 0

@@ -1,0 +1,680 @@
+"""The store's repository: one call per operator need, each transactional and idempotent.
+
+Bulk writes (manifest, outputs, quarantine) stream their input and commit one chunk per transaction,
+so a 100,000-row call never holds SQLite's single write lock for long and another run's writes
+interleave. They are idempotent upserts, so a task retried after a crash halfway simply completes.
+
+The rule that keeps "exactly once" true when a recovery round rescues a record: publishing an output
+deletes the quarantine row of the same business key in the run of that workload and logical date,
+in the same transaction. A record is never both published and quarantined by this store's writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Engine, Insert, delete, exists, func, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from claude_batch.store.engine import WRITE_OPTION, make_engine
+from claude_batch.store.errors import LedgerConflictError, StoreError, UnknownAttemptError, UnknownRunError
+from claude_batch.store.migrations import upgrade
+from claude_batch.store.models import (
+    BatchAttempt,
+    ManifestEntry,
+    Output,
+    QuarantineEntry,
+    Run,
+    SampleValidation,
+    Shard,
+)
+from claude_batch.store.records import (
+    TERMINAL_STATUSES,
+    Accounting,
+    AttemptKind,
+    AttemptRecord,
+    AttemptStatus,
+    ManifestRow,
+    OutputRecord,
+    OutputRow,
+    QuarantineRecord,
+    QuarantineRow,
+    RequestCounts,
+    RunRecord,
+    SampleValidationRecord,
+    ShardRecord,
+)
+
+T = TypeVar("T")
+
+RUN_OPEN = "running"
+
+# Rows per statement and per transaction of a bulk write.
+BULK_CHUNK = 5_000
+# Keys per IN list of a lookup, far below SQLite's bound-parameter limit.
+LOOKUP_CHUNK = 1_000
+
+_ATTEMPT_KINDS = frozenset({"batch", "sync"})
+_ATTEMPT_UPDATE_STATUSES = frozenset({"submitted", "ended", "failed", "canceled"})
+
+_MANIFEST_COLUMNS = (
+    ManifestEntry.custom_id,
+    ManifestEntry.business_key,
+    ManifestEntry.shard_index,
+    ManifestEntry.position,
+    ManifestEntry.attempt_round,
+)
+_OUTPUT_UPDATED = (
+    "custom_id",
+    "output",
+    "model",
+    "source",
+    "round",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "updated_at",
+)
+_QUARANTINE_UPDATED = ("business_key", "failure_class", "reason", "attempts", "updated_at")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _execute_bulk(session: Session, stmt: Insert, rows: list[dict[str, Any]]) -> None:
+    # RETURNING makes SQLAlchemy send the rows as multi-row INSERTs ("insertmanyvalues"); without it
+    # psycopg2 runs an ON CONFLICT statement once per row, about 30 times slower.
+    session.execute(stmt.returning(literal_column("1")), rows).close()
+
+
+def _attempt_record(attempt: BatchAttempt) -> AttemptRecord:
+    counts = RequestCounts(
+        processing=attempt.processing_count,
+        succeeded=attempt.succeeded_count,
+        errored=attempt.errored_count,
+        canceled=attempt.canceled_count,
+        expired=attempt.expired_count,
+    )
+    return AttemptRecord(
+        id=attempt.id,
+        run_id=attempt.run_id,
+        shard_index=attempt.shard_index,
+        round=attempt.round,
+        kind=attempt.kind,
+        request_count=attempt.request_count,
+        request_digest=attempt.request_digest,
+        status=attempt.status,
+        batch_id=attempt.batch_id,
+        adopted=attempt.adopted,
+        request_counts=counts,
+        created_at=attempt.created_at,
+        submitted_at=attempt.submitted_at,
+        ended_at=attempt.ended_at,
+    )
+
+
+class Store:
+    """What the operators, the trigger's callers and the UI read and write; returns pydantic records.
+
+    :param engine: an engine from :func:`claude_batch.store.engine.make_engine` (SQLite or PostgreSQL).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            raise StoreError(f"the store supports SQLite and PostgreSQL, not {dialect}; change the store URL")
+        self._engine = engine
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._reader = sessionmaker(engine, expire_on_commit=False)
+        self._writer = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        """Open the store at a SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg2://...``)."""
+        return cls(make_engine(url))
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the latest revision; safe to call from several processes at once."""
+        upgrade(self._engine)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with self._reader.begin() as session:
+            yield session
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        with self._writer.begin() as session:
+            yield session
+
+    @staticmethod
+    def _run(session: Session, run_id: int) -> Run:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise UnknownRunError(f"no run {run_id} in the store; open_run creates it")
+        return run
+
+    # Runs
+
+    def open_run(
+        self,
+        workload: str,
+        logical_date: date,
+        dag_run_id: str | None,
+        deadline: datetime | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> RunRecord:
+        """Open the run of a workload for a date; a re-run of the date reopens the same run."""
+        reopened = {
+            "dag_run_id": dag_run_id,
+            "status": RUN_OPEN,
+            "deadline": deadline,
+            "params": dict(params or {}),
+            "finished_at": None,
+        }
+        stmt = self._insert(Run).values(
+            workload=workload, logical_date=logical_date, created_at=_utcnow(), **reopened
+        )
+        stmt = stmt.on_conflict_do_update(index_elements=[Run.workload, Run.logical_date], set_=reopened)
+        with self._writing() as session:
+            run_id = session.execute(stmt.returning(Run.id)).scalar_one()
+            return RunRecord.model_validate(self._run(session, run_id))
+
+    def finish_run(self, run_id: int, status: str, report: Mapping[str, Any]) -> RunRecord:
+        """Close a run with its final status and its report (a JSON-serializable mapping)."""
+        with self._writing() as session:
+            run = self._run(session, run_id)
+            run.status = status
+            run.report = dict(report)
+            run.finished_at = _utcnow()
+            session.flush()
+            return RunRecord.model_validate(run)
+
+    def get_run(self, run_id: int) -> RunRecord:
+        """The run with this id; raises UnknownRunError when there is none."""
+        with self._reading() as session:
+            return RunRecord.model_validate(self._run(session, run_id))
+
+    def recent_runs(self, workload: str, limit: int = 30) -> list[RunRecord]:
+        """The latest runs of a workload, newest logical date first."""
+        stmt = select(Run).where(Run.workload == workload).order_by(Run.logical_date.desc()).limit(limit)
+        with self._reading() as session:
+            return [RunRecord.model_validate(run) for run in session.scalars(stmt)]
+
+    # Shards and manifest
+
+    def record_shards(self, run_id: int, shards: Iterable[ShardRecord]) -> None:
+        """Record the shard files of a run; recording a shard again replaces its row."""
+        rows = [shard.model_dump() | {"run_id": run_id} for shard in shards]
+        if not rows:
+            return
+        table = Shard.__table__
+        stmt = self._insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.run_id, table.c.shard_index],
+            set_={name: stmt.excluded[name] for name in ("uri", "request_count", "byte_size")},
+        )
+        with self._writing() as session:
+            self._run(session, run_id)
+            session.execute(stmt, rows)
+
+    def shards(self, run_id: int) -> list[ShardRecord]:
+        """The shard files of a run, by shard index."""
+        stmt = select(Shard).where(Shard.run_id == run_id).order_by(Shard.shard_index)
+        with self._reading() as session:
+            return [ShardRecord.model_validate(shard) for shard in session.scalars(stmt)]
+
+    def add_manifest(self, run_id: int, entries: Iterable[ManifestRow]) -> int:
+        """Stream manifest entries into the store; an entry already there is kept. Returns entries read."""
+        table = ManifestEntry.__table__
+        stmt = self._insert(table).on_conflict_do_nothing(index_elements=[table.c.run_id, table.c.custom_id])
+        read = 0
+        for chunk in _chunks(entries, BULK_CHUNK):
+            with self._writing() as session:
+                self._run(session, run_id)
+                _execute_bulk(session, stmt, [entry.model_dump() | {"run_id": run_id} for entry in chunk])
+            read += len(chunk)
+        return read
+
+    def manifest_lookup(self, run_id: int, custom_ids: Iterable[str]) -> dict[str, ManifestRow]:
+        """Manifest entries of the given custom_ids; ids not in the manifest are absent from the result."""
+        found: dict[str, ManifestRow] = {}
+        with self._reading() as session:
+            for chunk in _chunks(custom_ids, LOOKUP_CHUNK):
+                stmt = select(*_MANIFEST_COLUMNS).where(
+                    ManifestEntry.run_id == run_id, ManifestEntry.custom_id.in_(chunk)
+                )
+                for row in session.execute(stmt):
+                    found[row.custom_id] = ManifestRow.model_validate(row)
+        return found
+
+    def iter_manifest(self, run_id: int, shard_index: int | None = None) -> Iterator[ManifestRow]:
+        """Stream the manifest of a run (or of one shard) in input order, without loading it whole."""
+        stmt = select(*_MANIFEST_COLUMNS).where(ManifestEntry.run_id == run_id)
+        if shard_index is not None:
+            stmt = stmt.where(ManifestEntry.shard_index == shard_index)
+        stmt = stmt.order_by(ManifestEntry.position, ManifestEntry.custom_id)
+        with self._engine.connect() as connection:
+            for row in connection.execution_options(yield_per=BULK_CHUNK).execute(stmt):
+                yield ManifestRow.model_validate(row)
+
+    def manifest_count(self, run_id: int) -> int:
+        """Number of manifest entries of a run."""
+        stmt = select(func.count()).select_from(ManifestEntry).where(ManifestEntry.run_id == run_id)
+        with self._reading() as session:
+            return session.scalar(stmt) or 0
+
+    # Ledger
+
+    def record_intent(
+        self,
+        run_id: int,
+        shard_index: int,
+        round: int,
+        kind: AttemptKind,
+        request_count: int,
+        request_digest: str,
+    ) -> AttemptRecord:
+        """Write the intent row before a paid call, or return the attempt already there for the key.
+
+        A retried or cleared submit gets back the earlier attempt of (run, shard, round), with its batch
+        id once attached: re-attach to it instead of paying again. When the returned attempt has no
+        batch id, an earlier try may have created a batch and died before attaching it; look for that
+        orphan before submitting. Compare ``request_digest`` to notice that the requests changed.
+        """
+        if kind not in _ATTEMPT_KINDS:
+            raise ValueError(f"attempt kind must be one of {sorted(_ATTEMPT_KINDS)}, not {kind!r}")
+        stmt = self._insert(BatchAttempt).values(
+            run_id=run_id,
+            shard_index=shard_index,
+            round=round,
+            kind=kind,
+            request_count=request_count,
+            request_digest=request_digest,
+            status="intent",
+            adopted=False,
+            processing_count=0,
+            succeeded_count=0,
+            errored_count=0,
+            canceled_count=0,
+            expired_count=0,
+            created_at=_utcnow(),
+        )
+        stmt = stmt.on_conflict_do_nothing(
+            index_elements=[BatchAttempt.run_id, BatchAttempt.shard_index, BatchAttempt.round]
+        )
+        with self._writing() as session:
+            self._run(session, run_id)
+            session.execute(stmt)
+            attempt = session.scalars(
+                select(BatchAttempt).where(
+                    BatchAttempt.run_id == run_id,
+                    BatchAttempt.shard_index == shard_index,
+                    BatchAttempt.round == round,
+                )
+            ).one()
+            return _attempt_record(attempt)
+
+    def attach_batch(self, attempt_id: int, batch_id: str, adopted: bool = False) -> AttemptRecord:
+        """Attach the created (or adopted orphan) batch to its intent; attaching it again is a no-op.
+
+        Raises LedgerConflictError when the attempt already has another batch, or the batch belongs to
+        another attempt: either would mean paying twice for the same requests.
+        """
+        try:
+            with self._writing() as session:
+                attempt = session.get(BatchAttempt, attempt_id, with_for_update=True)
+                if attempt is None:
+                    raise UnknownAttemptError(
+                        f"no attempt {attempt_id} in the ledger; record_intent creates it"
+                    )
+                if attempt.batch_id == batch_id:
+                    return _attempt_record(attempt)
+                where = f"attempt {attempt.id} (run {attempt.run_id}, shard {attempt.shard_index}, "
+                where += f"round {attempt.round})"
+                if attempt.batch_id is not None:
+                    raise LedgerConflictError(
+                        f"{where} already has batch {attempt.batch_id}; refusing to attach {batch_id}. "
+                        f"Cancel {batch_id} unless it is wanted: its requests are already paid for."
+                    )
+                if attempt.kind != "batch":
+                    raise LedgerConflictError(f"{where} is synchronous; batch {batch_id} cannot belong to it")
+                owner = session.scalar(select(BatchAttempt.id).where(BatchAttempt.batch_id == batch_id))
+                if owner is not None:
+                    raise LedgerConflictError(
+                        f"batch {batch_id} already belongs to attempt {owner}; it cannot also serve {where}"
+                    )
+                attempt.batch_id = batch_id
+                attempt.adopted = adopted
+                attempt.submitted_at = _utcnow()
+                if attempt.status == "intent":
+                    attempt.status = "submitted"
+                session.flush()
+                return _attempt_record(attempt)
+        except IntegrityError as error:
+            # Another process attached the same batch to another attempt between our check and write.
+            raise LedgerConflictError(
+                f"batch {batch_id} was attached to another attempt concurrently"
+            ) from error
+
+    def attempt(self, run_id: int, shard_index: int, round: int) -> AttemptRecord | None:
+        """The attempt of (run, shard, round), if an intent was recorded."""
+        stmt = select(BatchAttempt).where(
+            BatchAttempt.run_id == run_id,
+            BatchAttempt.shard_index == shard_index,
+            BatchAttempt.round == round,
+        )
+        with self._reading() as session:
+            attempt = session.scalars(stmt).one_or_none()
+            return None if attempt is None else _attempt_record(attempt)
+
+    def update_attempt(
+        self,
+        batch_id: str,
+        status: AttemptStatus,
+        request_counts: RequestCounts | Mapping[str, int] | None = None,
+        ended_at: datetime | None = None,
+    ) -> AttemptRecord:
+        """Record what the API says about a batch: status, request counts, end time."""
+        return self._update_attempt(
+            BatchAttempt.batch_id == batch_id, f"batch {batch_id}", status, request_counts, ended_at
+        )
+
+    def update_attempt_by_id(
+        self,
+        attempt_id: int,
+        status: AttemptStatus,
+        request_counts: RequestCounts | Mapping[str, int] | None = None,
+        ended_at: datetime | None = None,
+    ) -> AttemptRecord:
+        """Like update_attempt, by attempt id: synchronous attempts have no batch id."""
+        return self._update_attempt(
+            BatchAttempt.id == attempt_id, f"attempt {attempt_id}", status, request_counts, ended_at
+        )
+
+    def _update_attempt(
+        self,
+        criterion: ColumnElement[bool],
+        label: str,
+        status: str,
+        request_counts: RequestCounts | Mapping[str, int] | None,
+        ended_at: datetime | None,
+    ) -> AttemptRecord:
+        if status not in _ATTEMPT_UPDATE_STATUSES:
+            raise ValueError(f"status must be one of {sorted(_ATTEMPT_UPDATE_STATUSES)}, not {status!r}")
+        with self._writing() as session:
+            attempt = session.scalars(select(BatchAttempt).where(criterion).with_for_update()).one_or_none()
+            if attempt is None:
+                raise UnknownAttemptError(f"no {label} in the ledger")
+            if attempt.status in TERMINAL_STATUSES and status not in TERMINAL_STATUSES:
+                raise LedgerConflictError(f"{label} is already {attempt.status}; it cannot become {status}")
+            if attempt.kind == "batch" and attempt.batch_id is None and status == "submitted":
+                raise LedgerConflictError(f"{label} has no batch yet; attach_batch marks it submitted")
+            attempt.status = status
+            if attempt.submitted_at is None and status == "submitted":
+                attempt.submitted_at = _utcnow()
+            if request_counts is not None:
+                counts = RequestCounts.model_validate(request_counts)
+                attempt.processing_count = counts.processing
+                attempt.succeeded_count = counts.succeeded
+                attempt.errored_count = counts.errored
+                attempt.canceled_count = counts.canceled
+                attempt.expired_count = counts.expired
+            if ended_at is not None:
+                attempt.ended_at = ended_at
+            elif status in TERMINAL_STATUSES and attempt.ended_at is None:
+                attempt.ended_at = _utcnow()
+            session.flush()
+            return _attempt_record(attempt)
+
+    def open_batches(self, run_id: int) -> list[AttemptRecord]:
+        """Batches of a run submitted and not ended: what a kill must cancel."""
+        stmt = (
+            select(BatchAttempt)
+            .where(
+                BatchAttempt.run_id == run_id,
+                BatchAttempt.kind == "batch",
+                BatchAttempt.status == "submitted",
+            )
+            .order_by(BatchAttempt.round, BatchAttempt.shard_index)
+        )
+        with self._reading() as session:
+            return [_attempt_record(attempt) for attempt in session.scalars(stmt)]
+
+    def attempts_of_run(self, run_id: int) -> list[AttemptRecord]:
+        """Every attempt of a run, by round then shard."""
+        stmt = (
+            select(BatchAttempt)
+            .where(BatchAttempt.run_id == run_id)
+            .order_by(BatchAttempt.round, BatchAttempt.shard_index)
+        )
+        with self._reading() as session:
+            return [_attempt_record(attempt) for attempt in session.scalars(stmt)]
+
+    def batches_created(self, run_id: int) -> int:
+        """Number of batches a run has paid for (adopted orphans included: this run created them)."""
+        stmt = (
+            select(func.count())
+            .select_from(BatchAttempt)
+            .where(BatchAttempt.run_id == run_id, BatchAttempt.batch_id.is_not(None))
+        )
+        with self._reading() as session:
+            return session.scalar(stmt) or 0
+
+    def is_batch_known(self, batch_id: str) -> bool:
+        """Whether a batch is attached to any attempt; orphan adoption must skip known batches."""
+        stmt = select(exists().where(BatchAttempt.batch_id == batch_id))
+        with self._reading() as session:
+            return bool(session.scalar(stmt))
+
+    def requests_in_flight(self) -> int:
+        """Requests of all runs' submitted, not yet ended batches: the load on the processing queue."""
+        stmt = select(func.coalesce(func.sum(BatchAttempt.request_count), 0)).where(
+            BatchAttempt.kind == "batch", BatchAttempt.status == "submitted"
+        )
+        with self._reading() as session:
+            return int(session.scalar(stmt) or 0)
+
+    # Outputs
+
+    def upsert_outputs(self, workload: str, logical_date: date, rows: Iterable[OutputRow]) -> int:
+        """Publish outputs keyed by (workload, business key, logical date); a re-run never duplicates.
+
+        The last row of a key wins. Publishing a key releases its quarantine row in the run of the
+        same workload and date (see the module docstring). Returns the number of rows read.
+        """
+        table = Output.__table__
+        stmt = self._insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.workload, table.c.logical_date, table.c.business_key],
+            set_={name: stmt.excluded[name] for name in _OUTPUT_UPDATED},
+        )
+        run_ids = select(Run.id).where(Run.workload == workload, Run.logical_date == logical_date)
+        read = 0
+        for chunk in _chunks(rows, BULK_CHUNK):
+            # PostgreSQL refuses to upsert one key twice in a statement; the later row is the one kept.
+            latest = {row.business_key: row for row in chunk}
+            now = _utcnow()
+            fixed = {"workload": workload, "logical_date": logical_date, "created_at": now, "updated_at": now}
+            with self._writing() as session:
+                _execute_bulk(session, stmt, [row.model_dump() | fixed for row in latest.values()])
+                for keys in _chunks(latest, LOOKUP_CHUNK):
+                    session.execute(
+                        delete(QuarantineEntry).where(
+                            QuarantineEntry.run_id.in_(run_ids), QuarantineEntry.business_key.in_(keys)
+                        )
+                    )
+            read += len(chunk)
+        return read
+
+    def outputs_count(self, workload: str, logical_date: date) -> int:
+        """Number of published outputs of a workload for a date."""
+        stmt = (
+            select(func.count())
+            .select_from(Output)
+            .where(Output.workload == workload, Output.logical_date == logical_date)
+        )
+        with self._reading() as session:
+            return session.scalar(stmt) or 0
+
+    def get_output(self, workload: str, business_key: str, logical_date: date) -> OutputRecord | None:
+        """The published output of one business key, if any."""
+        stmt = select(Output).where(
+            Output.workload == workload,
+            Output.business_key == business_key,
+            Output.logical_date == logical_date,
+        )
+        with self._reading() as session:
+            output = session.scalars(stmt).one_or_none()
+            return None if output is None else OutputRecord.model_validate(output)
+
+    # Quarantine
+
+    def quarantine(self, run_id: int, rows: Iterable[QuarantineRow]) -> int:
+        """Quarantine records of a run; quarantining a record again replaces its row. Returns rows read."""
+        table = QuarantineEntry.__table__
+        stmt = self._insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.run_id, table.c.record_ref],
+            set_={name: stmt.excluded[name] for name in _QUARANTINE_UPDATED},
+        )
+        read = 0
+        for chunk in _chunks(rows, BULK_CHUNK):
+            latest = {row.record_ref: row for row in chunk}
+            now = _utcnow()
+            fixed = {"run_id": run_id, "created_at": now, "updated_at": now}
+            with self._writing() as session:
+                self._run(session, run_id)
+                _execute_bulk(session, stmt, [row.model_dump() | fixed for row in latest.values()])
+            read += len(chunk)
+        return read
+
+    def quarantine_rows(self, run_id: int) -> list[QuarantineRecord]:
+        """The quarantine of a run, in the order records were first quarantined."""
+        stmt = select(QuarantineEntry).where(QuarantineEntry.run_id == run_id).order_by(QuarantineEntry.id)
+        with self._reading() as session:
+            return [QuarantineRecord.model_validate(entry) for entry in session.scalars(stmt)]
+
+    def quarantine_counts(self, run_id: int) -> dict[str, int]:
+        """Quarantined records of a run per failure class."""
+        stmt = (
+            select(QuarantineEntry.failure_class, func.count())
+            .where(QuarantineEntry.run_id == run_id)
+            .group_by(QuarantineEntry.failure_class)
+        )
+        with self._reading() as session:
+            return {failure_class: count for failure_class, count in session.execute(stmt).tuples()}
+
+    # Sample validations
+
+    def record_sample_validation(
+        self,
+        workload: str,
+        prompt_fingerprint: str,
+        model: str,
+        sample_size: int,
+        pass_rate: float,
+        passed: bool,
+    ) -> SampleValidationRecord:
+        """Append the result of a sample gate (a log: each gate run adds a row)."""
+        validation = SampleValidation(
+            workload=workload,
+            prompt_fingerprint=prompt_fingerprint,
+            model=model,
+            sample_size=sample_size,
+            pass_rate=pass_rate,
+            passed=passed,
+            created_at=_utcnow(),
+        )
+        with self._writing() as session:
+            session.add(validation)
+            session.flush()
+            return SampleValidationRecord.model_validate(validation)
+
+    def last_passed_validation(
+        self, workload: str, prompt_fingerprint: str, model: str
+    ) -> SampleValidationRecord | None:
+        """The latest passed gate of this prompt fingerprint and model, if any."""
+        stmt = (
+            select(SampleValidation)
+            .where(
+                SampleValidation.workload == workload,
+                SampleValidation.prompt_fingerprint == prompt_fingerprint,
+                SampleValidation.model == model,
+                SampleValidation.passed.is_(True),
+            )
+            .order_by(SampleValidation.created_at.desc(), SampleValidation.id.desc())
+            .limit(1)
+        )
+        with self._reading() as session:
+            validation = session.scalars(stmt).one_or_none()
+            return None if validation is None else SampleValidationRecord.model_validate(validation)
+
+    # Exactly once
+
+    def accounting(self, run_id: int) -> Accounting:
+        """Count where the records of a run ended, to prove each ended exactly once."""
+        with self._reading() as session:
+            run = self._run(session, run_id)
+            published = exists().where(
+                Output.workload == run.workload,
+                Output.logical_date == run.logical_date,
+                Output.business_key == ManifestEntry.business_key,
+            )
+            quarantined = exists().where(
+                QuarantineEntry.run_id == run_id, QuarantineEntry.record_ref == ManifestEntry.custom_id
+            )
+            manifest = session.execute(
+                select(
+                    func.count(),
+                    func.count().filter(published),
+                    func.count().filter(quarantined),
+                    func.count().filter(~published, ~quarantined),
+                    func.count().filter(published, quarantined),
+                ).where(ManifestEntry.run_id == run_id)
+            ).one()
+            rejected = session.scalar(
+                select(func.count())
+                .select_from(QuarantineEntry)
+                .where(
+                    QuarantineEntry.run_id == run_id,
+                    ~exists().where(
+                        ManifestEntry.run_id == run_id, ManifestEntry.custom_id == QuarantineEntry.record_ref
+                    ),
+                )
+            )
+        return Accounting(
+            manifest=manifest[0],
+            published=manifest[1],
+            quarantined=manifest[2],
+            rejected=rejected or 0,
+            unaccounted=manifest[3],
+            double_counted=manifest[4],
+        )
