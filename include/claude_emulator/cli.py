@@ -1,0 +1,102 @@
+"""``claude-emulator``: serve the Claude API emulator until SIGTERM or SIGINT.
+
+Prints ``claude-emulator listening on http://HOST:PORT`` once it accepts connections (with the real
+port when started with ``--port 0``). Point the SDK at that URL: ``anthropic.Anthropic(base_url=URL,
+api_key="any-key")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import uvicorn
+
+from claude_emulator.app import create_app
+from claude_emulator.emulator import EmulatorConfig
+from claude_emulator.faults import FaultPlan, load_fault_plan
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that says where it listens once it does: callers wait for that line."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.should_exit:
+            return
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        print(f"claude-emulator listening on http://{host}:{port}", flush=True)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="claude-emulator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default 8765)"
+    )
+    parser.add_argument("--faults", type=Path, help="fault file, YAML or JSON (see claude_emulator.faults)")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="SQLite state file, kept across restarts (default: a temporary file removed on exit)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_positive,
+        default=1.0,
+        help="emulator seconds per real second; 86400 makes a day pass in a second (default 1)",
+    )
+    parser.add_argument(
+        "--processing-seconds",
+        type=_not_negative,
+        default=0.0,
+        help="emulator seconds a batch takes to process (default 0: ended when first observed)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every fault decision (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    faults = load_fault_plan(args.faults) if args.faults else FaultPlan()
+    scratch = None if args.state else Path(tempfile.mkdtemp(prefix="claude-emulator-"))
+    state_path = args.state or scratch / "state.db"
+    try:
+        config = EmulatorConfig(
+            state_path=state_path.resolve(),
+            faults=faults,
+            time_scale=args.time_scale,
+            processing_seconds=args.processing_seconds,
+            seed=args.seed,
+        )
+        server = _AnnouncingServer(
+            uvicorn.Config(
+                create_app(config),
+                host=args.host,
+                port=args.port,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
+        server.run()
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

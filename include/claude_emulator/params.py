@@ -1,0 +1,174 @@
+"""Validation of Messages API parameters, as the API does it.
+
+The same rules serve ``/v1/messages`` (a failure is an HTTP error at once) and each request of a batch
+(a failure becomes an ``errored`` result line once the batch ends: batch params are validated
+asynchronously). Messages follow the API's style: ``<field>: <what is wrong>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from claude_emulator.errors import ApiError, invalid_request
+from claude_emulator.tokens import MODELS, ModelSpec, PromptLayout, count_cache_markers, prompt_layout
+
+# The fields of CreateMessageParams and CountMessageTokensParams in the OpenAPI spec; both refuse others.
+MESSAGE_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "cache_control",
+        "container",
+        "inference_geo",
+        "max_tokens",
+        "metadata",
+        "output_config",
+        "service_tier",
+        "stop_sequences",
+        "stream",
+        "system",
+        "temperature",
+        "thinking",
+        "tool_choice",
+        "tools",
+        "top_k",
+        "top_p",
+    }
+)
+COUNT_TOKENS_FIELDS = frozenset(
+    {"cache_control", "messages", "model", "output_config", "system", "thinking", "tool_choice", "tools"}
+)
+MAX_CACHE_MARKERS = 4
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What a responder reads: the system prompt and the last user turn, as plain text."""
+
+    model: str
+    system: str
+    user: str
+
+
+@dataclass(frozen=True)
+class MessageRequest:
+    """Parameters that passed validation, with what answering them needs."""
+
+    model: str
+    spec: ModelSpec
+    max_tokens: int
+    layout: PromptLayout
+    prompt: Prompt
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(block["text"] for block in content if block.get("type") == "text")
+
+
+def _check_blocks(field: str, blocks: Any) -> None:
+    if not isinstance(blocks, list):
+        raise invalid_request(f"{field}: Input should be a valid string or a list of content blocks")
+    for index, block in enumerate(blocks):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise invalid_request(f"{field}.{index}: Input should be a content block with a 'type'")
+        if block["type"] == "text" and not isinstance(block.get("text"), str):
+            raise invalid_request(f"{field}.{index}.text: Field required")
+
+
+def _check_messages(messages: Any) -> None:
+    if messages is None:
+        raise invalid_request("messages: Field required")
+    if not isinstance(messages, list):
+        raise invalid_request("messages: Input should be a valid list")
+    if not messages:
+        raise invalid_request("messages: at least one message is required")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise invalid_request(f"messages.{index}: Input should be a valid dictionary")
+        if message.get("role") not in ("user", "assistant"):
+            raise invalid_request(f"messages.{index}.role: Input should be 'user' or 'assistant'")
+        if "content" not in message:
+            raise invalid_request(f"messages.{index}.content: Field required")
+        if not isinstance(message["content"], str):
+            _check_blocks(f"messages.{index}.content", message["content"])
+
+
+def _check_prompt(params: dict[str, Any], allowed: frozenset[str]) -> tuple[str, ModelSpec]:
+    """Checks what Messages and count_tokens share; returns the model and its limits."""
+    for field in params:
+        if field not in allowed:
+            raise invalid_request(f"{field}: Extra inputs are not permitted")
+    model = params.get("model")
+    if model is None:
+        raise invalid_request("model: Field required")
+    if not isinstance(model, str):
+        raise invalid_request("model: Input should be a valid string")
+    _check_messages(params.get("messages"))
+    system = params.get("system")
+    if system is not None and not isinstance(system, str):
+        _check_blocks("system", system)
+    tools = params.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise invalid_request("tools: Input should be a valid list of tool definitions")
+    markers = count_cache_markers(params)
+    if markers > MAX_CACHE_MARKERS:
+        raise invalid_request(
+            f"A maximum of {MAX_CACHE_MARKERS} blocks with cache_control may be provided. Found {markers}."
+        )
+    spec = MODELS.get(model)
+    if spec is None:
+        raise ApiError("not_found_error", f"model: {model}")
+    return model, spec
+
+
+def _checked_layout(model: str, spec: ModelSpec, params: dict[str, Any]) -> PromptLayout:
+    layout = prompt_layout(model, params)
+    if layout.total_tokens > spec.context_window:
+        raise invalid_request(
+            f"prompt is too long: {layout.total_tokens} tokens > {spec.context_window} maximum"
+        )
+    return layout
+
+
+def validate_message_params(params: Any, *, in_batch: bool) -> MessageRequest:
+    """The request, or ApiError saying what the API would refuse."""
+    if not isinstance(params, dict):
+        raise invalid_request("params: Input should be a valid dictionary")
+    model, spec = _check_prompt(params, MESSAGE_FIELDS)
+    max_tokens = params.get("max_tokens")
+    if max_tokens is None:
+        raise invalid_request("max_tokens: Field required")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        raise invalid_request("max_tokens: Input should be a valid integer")
+    if max_tokens < 0:
+        raise invalid_request("max_tokens: Input should be greater than or equal to 0")
+    if max_tokens > spec.max_output_tokens:
+        raise invalid_request(
+            f"max_tokens: {max_tokens} > {spec.max_output_tokens}, which is the maximum allowed number "
+            f"of output tokens for {model}"
+        )
+    if params.get("stream"):
+        raise invalid_request(
+            "stream: streaming is not supported in Message Batches"
+            if in_batch
+            else "stream: the Claude emulator does not stream; call the Messages API without stream=True"
+        )
+    layout = _checked_layout(model, spec, params)
+    users = [message for message in params["messages"] if message["role"] == "user"]
+    prompt = Prompt(
+        model=model,
+        system=_text_of(params.get("system") or ""),
+        user=_text_of(users[-1]["content"]) if users else "",
+    )
+    return MessageRequest(model=model, spec=spec, max_tokens=max_tokens, layout=layout, prompt=prompt)
+
+
+def count_prompt_tokens(params: Any) -> int:
+    """Input tokens of a count_tokens request, or ApiError."""
+    if not isinstance(params, dict):
+        raise invalid_request("body: Input should be a valid dictionary")
+    model, spec = _check_prompt(params, COUNT_TOKENS_FIELDS)
+    return _checked_layout(model, spec, params).total_tokens
