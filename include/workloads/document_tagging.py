@@ -36,6 +36,19 @@ TAG_KEYWORDS: dict[Tag, tuple[str, ...]] = {
 }
 
 
+class Document(BaseModel):
+    """One input record: an internal document to tag."""
+
+    # Inputs may carry columns the prompt does not need; ids often arrive as JSON numbers and are
+    # identifiers, so numbers are kept as text.
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+    doc_id: str = Field(min_length=1)
+    department: str
+    title: str
+    body: str
+
+
 class DocumentTags(BaseModel):
     """What the model must answer for one document (a JSON object, nothing else)."""
 

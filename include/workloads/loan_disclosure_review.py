@@ -54,6 +54,19 @@ def risk_for(missing: int) -> RiskLevel:
     return RiskLevel.MEDIUM if missing < 3 else RiskLevel.HIGH
 
 
+class LoanFile(BaseModel):
+    """One input record: a loan file's text with the fields it is keyed and sampled by."""
+
+    # Inputs may carry columns the prompt does not need; ids often arrive as JSON numbers and are
+    # identifiers, so numbers are kept as text.
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+    loan_file_id: str = Field(min_length=1)
+    product: str
+    borrower_state: str
+    text: str
+
+
 class LoanReview(BaseModel):
     """What the model must answer for one loan file (a JSON object, nothing else)."""
 

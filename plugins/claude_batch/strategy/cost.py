@@ -1,0 +1,162 @@
+"""What a run costs, and what it would have cost all-synchronous.
+
+Prices are data (``prices.yaml`` beside this module, overridable per workload), matched to a model
+name by the longest prefix. Batch requests cost ``batch_discount`` of the standard price, and prompt
+caching stacks with it: cache writes cost 1.25x (5 min TTL) or 2x (1 h TTL) the input price, cache
+reads 0.1x. The API reports ``input_tokens`` without the cached tokens, so the four counts add up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+PRICES_FILE = Path(__file__).with_name("prices.yaml")
+_PER_TOKEN = 1 / 1_000_000
+
+
+class UnknownModelPriceError(LookupError):
+    """No price row matches the model; the spec's ``prices`` can add one."""
+
+
+class Usage(BaseModel):
+    """Tokens of one or many requests; ``+`` sums them.
+
+    :param cache_creation_1h_input_tokens: the part of ``cache_creation_input_tokens`` written with
+        the 1 h TTL (billed at 2x instead of 1.25x).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cache_creation_input_tokens: int = Field(default=0, ge=0)
+    cache_read_input_tokens: int = Field(default=0, ge=0)
+    cache_creation_1h_input_tokens: int = Field(default=0, ge=0)
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            **{name: getattr(self, name) + getattr(other, name) for name in Usage.model_fields},
+        )
+
+    @classmethod
+    def from_api(cls, usage: Mapping[str, Any]) -> Usage:
+        """From a Message's ``usage`` object (missing or null counts are 0)."""
+        breakdown = usage.get("cache_creation") or {}
+        return cls(
+            input_tokens=usage.get("input_tokens") or 0,
+            output_tokens=usage.get("output_tokens") or 0,
+            cache_creation_input_tokens=usage.get("cache_creation_input_tokens") or 0,
+            cache_read_input_tokens=usage.get("cache_read_input_tokens") or 0,
+            cache_creation_1h_input_tokens=breakdown.get("ephemeral_1h_input_tokens") or 0,
+        )
+
+    @classmethod
+    def total(cls, usages: Iterable[Usage]) -> Usage:
+        return sum(usages, cls())
+
+
+class ModelPrice(BaseModel):
+    """Standard (synchronous) price of a model family, USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str = Field(min_length=1)
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class PriceTable(BaseModel):
+    """Model prices and the multipliers that apply on top of them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_discount: float = Field(gt=0, le=1)
+    cache_write_5m_multiplier: float = Field(ge=0)
+    cache_write_1h_multiplier: float = Field(ge=0)
+    cache_read_multiplier: float = Field(ge=0)
+    models: list[ModelPrice]
+
+    def price_for(self, model: str) -> ModelPrice:
+        """The row with the longest prefix of ``model``."""
+        matches = [row for row in self.models if model.startswith(row.prefix)]
+        if not matches:
+            raise UnknownModelPriceError(
+                f"no price for model {model!r}; add a row under 'prices:' in the workload spec "
+                f"(known prefixes: {', '.join(row.prefix for row in self.models)})"
+            )
+        return max(matches, key=lambda row: len(row.prefix))
+
+    def with_overrides(self, rows: Iterable[ModelPrice]) -> PriceTable:
+        """This table with ``rows`` replacing rows of the same prefix and adding new ones."""
+        by_prefix = {row.prefix: row for row in self.models}
+        by_prefix.update({row.prefix: row for row in rows})
+        return self.model_copy(update={"models": list(by_prefix.values())})
+
+
+@cache
+def default_price_table() -> PriceTable:
+    """The published prices from ``prices.yaml``."""
+    return PriceTable.model_validate(yaml.safe_load(PRICES_FILE.read_text(encoding="utf-8")))
+
+
+def cost_usd(usage: Usage, model: str, batch: bool, prices: PriceTable | None = None) -> float:
+    """The cost of ``usage`` on ``model``, through Message Batches (``batch``) or synchronously."""
+    table = prices or default_price_table()
+    price = table.price_for(model)
+    cache_5m = usage.cache_creation_input_tokens - usage.cache_creation_1h_input_tokens
+    input_equivalent = (
+        usage.input_tokens
+        + cache_5m * table.cache_write_5m_multiplier
+        + usage.cache_creation_1h_input_tokens * table.cache_write_1h_multiplier
+        + usage.cache_read_input_tokens * table.cache_read_multiplier
+    )
+    standard = (
+        input_equivalent * price.input_per_mtok + usage.output_tokens * price.output_per_mtok
+    ) * _PER_TOKEN
+    return standard * table.batch_discount if batch else standard
+
+
+class RunCost(BaseModel):
+    """A run's actual cost and the all-synchronous counterfactual for the same tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    actual_usd: float
+    all_sync_usd: float
+
+    @property
+    def saving_usd(self) -> float:
+        return self.all_sync_usd - self.actual_usd
+
+
+def run_cost(batch_usage: Usage, sync_usage: Usage, model: str, prices: PriceTable | None = None) -> RunCost:
+    """Actual = batch tokens at the batch price + sync tokens (sample, near-deadline) at full price.
+
+    The counterfactual prices every token synchronously; it keeps the same cache counts, which is
+    what the same requests sent one by one would see with the same cached prefix.
+    """
+    return RunCost(
+        actual_usd=cost_usd(batch_usage, model, batch=True, prices=prices)
+        + cost_usd(sync_usage, model, batch=False, prices=prices),
+        all_sync_usd=cost_usd(batch_usage + sync_usage, model, batch=False, prices=prices),
+    )
+
+
+def projected_cost_usd(
+    sample_usage: Usage,
+    sample_count: int,
+    volume: int,
+    model: str,
+    batch: bool,
+    prices: PriceTable | None = None,
+) -> float:
+    """The bulk cost foreseen from a sample: its mean cost per request times ``volume``."""
+    if sample_count <= 0:
+        raise ValueError("a projection needs at least one sampled request")
+    return cost_usd(sample_usage, model, batch, prices) / sample_count * volume

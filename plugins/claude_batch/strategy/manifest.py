@@ -1,0 +1,38 @@
+"""The manifest: which custom_id stands for which business key, in which shard and round."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pydantic import BaseModel, ConfigDict
+
+from claude_batch.strategy.paths import ReadablePath
+
+
+class ManifestEntry(BaseModel):
+    """One request sent (or to be sent) for one record.
+
+    :param shard: index of the request file within its round.
+    :param round: 0 for the first submission, then 1, 2, ... for recovery rounds.
+    :param position: the input line or row (round 0 only; later rounds inherit it through the key).
+    :param action: for recovery rounds, what was done to the request (retry, requeue, trim, repair).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    custom_id: str
+    business_key: str
+    shard: int
+    round: int = 0
+    position: int | None = None
+    action: str | None = None
+
+
+def read_manifest(path: ReadablePath, shard: int | None = None) -> Iterator[ManifestEntry]:
+    """Stream a manifest file, optionally only the entries of one shard."""
+    with path.open("rb") as lines:
+        for line in lines:
+            if line.strip():
+                entry = ManifestEntry.model_validate_json(line)
+                if shard is None or entry.shard == shard:
+                    yield entry

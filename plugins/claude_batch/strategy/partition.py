@@ -1,0 +1,314 @@
+"""Partition a batch's results: join them to the manifest, classify each, and account for every id.
+
+Every custom_id the batch was sent with ends in exactly one class: succeeded (answer valid against
+the output model), invalid_output (answered, but not a valid output; billed), errored (by error kind),
+canceled, expired, or missing (no result line at all). Result lines for ids the batch was not sent
+with, or a second line for the same id, are ``unknown``: reported, never published.
+
+Memory stays flat whatever the result count: lines are streamed, partition files are appended to,
+and the manifest join goes through an on-disk SQLite index (see ``_scratch``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from typing import IO, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from claude_batch.strategy._json import json_line
+from claude_batch.strategy._scratch import scratch_db
+from claude_batch.strategy.cost import Usage
+from claude_batch.strategy.manifest import ManifestEntry
+from claude_batch.strategy.outputs import message_text, parse_output
+from claude_batch.strategy.paths import OutputDir, ReadablePath
+
+
+class ResultClass(StrEnum):
+    SUCCEEDED = "succeeded"
+    INVALID_OUTPUT = "invalid_output"
+    ERRORED = "errored"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    MISSING = "missing"
+    UNKNOWN = "unknown"
+
+
+class ErrorKind(StrEnum):
+    """``result.error.error.type`` of an errored result line (with its HTTP status)."""
+
+    INVALID_REQUEST = "invalid_request_error"  # 400
+    AUTHENTICATION = "authentication_error"  # 401
+    BILLING = "billing_error"  # 402
+    PERMISSION = "permission_error"  # 403
+    NOT_FOUND = "not_found_error"  # 404
+    REQUEST_TOO_LARGE = "request_too_large"  # 413
+    RATE_LIMIT = "rate_limit_error"  # 429
+    API = "api_error"  # 500
+    TIMEOUT = "timeout_error"  # 504
+    OVERLOADED = "overloaded_error"  # 529
+
+
+FAILURE_CLASSES = tuple(c for c in ResultClass if c is not ResultClass.SUCCEEDED)
+_USAGE_FIELDS = tuple(Usage.model_fields)
+
+
+class FailureRecord(BaseModel):
+    """One line of a failure partition file (every class but succeeded).
+
+    :param business_key: null for ``unknown`` lines, which match no manifest entry.
+    :param error_kind: for ``errored``, ``result.error.error.type`` as the API sent it.
+    :param stop_reason: for ``invalid_output``, why the model stopped (``max_tokens`` = cut off).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    custom_id: str | None
+    business_key: str | None
+    result_class: ResultClass
+    error_kind: str | None = None
+    message: str = ""
+    stop_reason: str | None = None
+
+
+class PartitionSummary(BaseModel):
+    """Counts by class, usage, and where each class's lines were written.
+
+    :param expected: manifest entries the batch was sent with.
+    :param counts: result lines per class (every class present, 0 when none).
+    :param errored_by_kind: errored lines per error kind.
+    :param usage: tokens of every answered request (valid or not: both are billed).
+    :param files: partition file path per class.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    expected: int
+    result_lines: int
+    counts: dict[ResultClass, int]
+    errored_by_kind: dict[str, int]
+    usage: Usage
+    files: dict[ResultClass, str]
+
+    def accounted(self) -> bool:
+        """Every expected id ended in exactly one class (``unknown`` lines are outside the batch)."""
+        return self.expected == sum(n for c, n in self.counts.items() if c is not ResultClass.UNKNOWN)
+
+    def cause_counts(self) -> dict[str, int]:
+        """Counts with ``errored`` broken down by error kind: the mix that health compares run to run."""
+        causes = {c.value: n for c, n in self.counts.items() if c is not ResultClass.ERRORED}
+        causes.update(self.errored_by_kind)
+        return causes
+
+
+class _ExpectedIds:
+    """custom_id → business key of the batch, each claimable once, on disk."""
+
+    def __init__(self, entries: Iterable[ManifestEntry]) -> None:
+        self._db = scratch_db(
+            "CREATE TABLE expected (custom_id TEXT PRIMARY KEY, business_key TEXT NOT NULL,"
+            " seen INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
+        )
+        try:
+            self._db.executemany(
+                "INSERT INTO expected (custom_id, business_key) VALUES (?, ?)",
+                ((e.custom_id, e.business_key) for e in entries),
+            )
+        except sqlite3.IntegrityError as error:
+            self._db.close()
+            raise ValueError(
+                "the manifest lists a custom_id twice; it cannot be joined to results"
+            ) from error
+        self.count = self._db.execute("SELECT count(*) FROM expected").fetchone()[0]
+
+    def claim(self, custom_id: str) -> tuple[str | None, str]:
+        """(business key, "") the first time an expected id is seen, else (None, why it is unknown)."""
+        row = self._db.execute(
+            "UPDATE expected SET seen = 1 WHERE custom_id = ? AND seen = 0 RETURNING business_key",
+            (custom_id,),
+        ).fetchone()
+        if row is not None:
+            return row[0], ""
+        if self._db.execute("SELECT 1 FROM expected WHERE custom_id = ?", (custom_id,)).fetchone():
+            return None, f"a second result line for {custom_id}; the first one counts"
+        return None, f"{custom_id} is not in this batch's manifest"
+
+    def unseen(self) -> Iterator[tuple[str, str]]:
+        yield from self._db.execute("SELECT custom_id, business_key FROM expected WHERE seen = 0")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _usage_counts(usage: dict[str, Any]) -> tuple[int, ...]:
+    breakdown = usage.get("cache_creation") or {}
+    return (
+        usage.get("input_tokens") or 0,
+        usage.get("output_tokens") or 0,
+        usage.get("cache_creation_input_tokens") or 0,
+        usage.get("cache_read_input_tokens") or 0,
+        breakdown.get("ephemeral_1h_input_tokens") or 0,
+    )
+
+
+def _failure(
+    custom_id: str | None,
+    business_key: str | None,
+    result_class: ResultClass,
+    message: str,
+    error_kind: str | None = None,
+    stop_reason: str | None = None,
+) -> bytes:
+    return json_line(
+        {
+            "custom_id": custom_id,
+            "business_key": business_key,
+            "result_class": result_class.value,
+            "error_kind": error_kind,
+            "message": message,
+            "stop_reason": stop_reason,
+        }
+    )
+
+
+def partition_results(
+    results: Iterable[bytes | str],
+    expected: Iterable[ManifestEntry],
+    output_model: type[BaseModel],
+    out_dir: OutputDir,
+) -> PartitionSummary:
+    """Classify each result line of one batch and write ``<class>.jsonl`` files into ``out_dir``.
+
+    :param results: the results JSONL, line by line, as the API sends it (bytes or str).
+    :param expected: the manifest entries of exactly the requests this batch was sent with.
+    :param output_model: what a succeeded answer must validate against.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {c: out_dir / f"{c.value}.jsonl" for c in ResultClass}
+    counts: Counter[ResultClass] = Counter()
+    errored_by_kind: Counter[str] = Counter()
+    usage_totals = [0] * len(_USAGE_FIELDS)
+    lines = 0
+    index = _ExpectedIds(expected)
+    writers: dict[ResultClass, IO[bytes]] = {}
+    try:
+        writers = {c: path.open("wb") for c, path in files.items()}
+        for number, line in enumerate(results, start=1):
+            if not line.strip():
+                continue
+            lines += 1
+            result_class, output_line, kind, usage = _classify(number, line, index, output_model)
+            counts[result_class] += 1
+            if kind is not None:
+                errored_by_kind[kind] += 1
+            if usage is not None:
+                usage_totals = [total + n for total, n in zip(usage_totals, usage, strict=True)]
+            writers[result_class].write(output_line)
+        for custom_id, business_key in index.unseen():
+            counts[ResultClass.MISSING] += 1
+            writers[ResultClass.MISSING].write(
+                _failure(custom_id, business_key, ResultClass.MISSING, "no result line for this request")
+            )
+    finally:
+        for writer in writers.values():
+            writer.close()
+        expected_count = index.count
+        index.close()
+    return PartitionSummary(
+        expected=expected_count,
+        result_lines=lines,
+        counts={c: counts[c] for c in ResultClass},
+        errored_by_kind=dict(errored_by_kind),
+        usage=Usage(**dict(zip(_USAGE_FIELDS, usage_totals, strict=True))),
+        files={c: str(path) for c, path in files.items()},
+    )
+
+
+def _classify(
+    number: int, line: bytes | str, index: _ExpectedIds, output_model: type[BaseModel]
+) -> tuple[ResultClass, bytes, str | None, tuple[int, ...] | None]:
+    """(class, partition line, error kind, usage counts) of one result line."""
+    try:
+        data = json.loads(line)
+    except ValueError as error:
+        return (
+            ResultClass.UNKNOWN,
+            _failure(None, None, ResultClass.UNKNOWN, f"line {number}: {error}"),
+            None,
+            None,
+        )
+    custom_id = data.get("custom_id") if isinstance(data, dict) else None
+    if not isinstance(custom_id, str):
+        message = f"line {number} is not a result line (no custom_id)"
+        return ResultClass.UNKNOWN, _failure(None, None, ResultClass.UNKNOWN, message), None, None
+    business_key, why_unknown = index.claim(custom_id)
+    if business_key is None:
+        return ResultClass.UNKNOWN, _failure(custom_id, None, ResultClass.UNKNOWN, why_unknown), None, None
+
+    result = data.get("result") or {}
+    result_type = result.get("type")
+    if result_type == "succeeded":
+        message = result.get("message") or {}
+        usage = _usage_counts(message.get("usage") or {})
+        stop_reason = message.get("stop_reason")
+        parsed = parse_output(message_text(message), output_model)
+        if parsed.value is None:
+            problem = parsed.problem or ""
+            if stop_reason == "max_tokens":
+                problem = f"the answer was cut off at max_tokens; {problem}"
+            elif stop_reason == "refusal":
+                problem = f"the model refused; {problem}"
+            return (
+                ResultClass.INVALID_OUTPUT,
+                _failure(
+                    custom_id, business_key, ResultClass.INVALID_OUTPUT, problem, stop_reason=stop_reason
+                ),
+                None,
+                usage,
+            )
+        succeeded = {
+            "custom_id": custom_id,
+            "business_key": business_key,
+            "output": parsed.value.model_dump(mode="json"),
+            "usage": dict(zip(_USAGE_FIELDS, usage, strict=True)),
+            "model": message.get("model"),
+        }
+        return ResultClass.SUCCEEDED, json_line(succeeded), None, usage
+    if result_type == "errored":
+        error = (result.get("error") or {}).get("error") or {}
+        kind = str(error.get("type") or "unrecognized_error")
+        failure = _failure(
+            custom_id, business_key, ResultClass.ERRORED, str(error.get("message") or ""), error_kind=kind
+        )
+        return ResultClass.ERRORED, failure, kind, None
+    if result_type in (ResultClass.CANCELED, ResultClass.EXPIRED):
+        result_class = ResultClass(result_type)
+        return (
+            result_class,
+            _failure(custom_id, business_key, result_class, f"the request was {result_type}"),
+            None,
+            None,
+        )
+    message = f"unrecognized result type {result_type!r}"
+    failure = _failure(
+        custom_id, business_key, ResultClass.ERRORED, message, error_kind="unrecognized_result"
+    )
+    return ResultClass.ERRORED, failure, "unrecognized_result", None
+
+
+def read_failures(out_dir: OutputDir) -> Iterator[FailureRecord]:
+    """Every failure line that ``partition_results`` wrote into ``out_dir`` (unknown lines included)."""
+    for result_class in FAILURE_CLASSES:
+        yield from read_failure_file(out_dir / f"{result_class.value}.jsonl")
+
+
+def read_failure_file(path: ReadablePath) -> Iterator[FailureRecord]:
+    """Stream one failure partition file."""
+    with path.open("rb") as lines:
+        for line in lines:
+            if line.strip():
+                yield FailureRecord.model_validate_json(line)

@@ -1,0 +1,414 @@
+"""Recovery planning: what to do with each failed request, and the next round's request files.
+
+Each failure gets one remedy, by cause:
+
+- ``retry`` as is: transient server-side errors (api_error, overloaded_error, rate_limit_error,
+  timeout_error), when the spec's ``recovery.retry`` lists them;
+- ``requeue`` as is: requests that were never processed (expired, canceled, missing);
+- ``trim``: a prompt the API found too long loses the middle of its user message (beginning and
+  end kept, a marker says how much was cut), once, when ``recovery.trim_oversized`` allows it;
+- ``repair``: an answer that is not a valid output gets its request resent once with an instruction
+  to answer only with one JSON object matching the schema (the cached system prefix is untouched);
+- ``quarantine``: everything no resubmission will fix (an invalid request, a second invalid answer,
+  a cause the policy does not retry, attempts exhausted) and run-level problems (authentication,
+  permission, billing, not found), which are not the record's fault: the plan reports them
+  separately so the run can fail loudly instead of resubmitting into the same wall.
+
+Only failures are resubmitted: the original request lines are found by custom_id in the round's
+request files, so nothing but the failed requests is read into the next round, and nothing is
+re-rendered. Streaming throughout; failures awaiting their request line wait in an on-disk index.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from claude_batch.strategy._json import json_line
+from claude_batch.strategy._scratch import scratch_db
+from claude_batch.strategy.partition import ErrorKind, FailureRecord, ResultClass
+from claude_batch.strategy.paths import OutputDir, ReadablePath
+from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
+from claude_batch.strategy.sharding import Shard, ShardWriter
+from claude_batch.strategy.spec import RecoverySpec, WorkloadSpec
+
+
+class RecoveryAction(StrEnum):
+    RETRY = "retry"
+    REQUEUE = "requeue"
+    TRIM = "trim"
+    REPAIR = "repair"
+    QUARANTINE = "quarantine"
+
+
+TRANSIENT_KINDS = frozenset(
+    {ErrorKind.API.value, ErrorKind.OVERLOADED.value, ErrorKind.RATE_LIMIT.value, ErrorKind.TIMEOUT.value}
+)
+RUN_LEVEL_KINDS = {
+    ErrorKind.AUTHENTICATION.value: "the API key was refused",
+    ErrorKind.PERMISSION.value: "the API key may not use this model or feature",
+    ErrorKind.BILLING.value: "the organisation's billing refused the request",
+    ErrorKind.NOT_FOUND.value: "the model or endpoint was not found (check the spec's model)",
+}
+NEVER_PROCESSED = frozenset({ResultClass.EXPIRED, ResultClass.CANCELED, ResultClass.MISSING})
+
+REPAIR_INSTRUCTION = (
+    "Answer only with one JSON object that matches this JSON schema, with no text before or after it"
+)
+TRIM_MARKER = "characters omitted to fit the context window"
+_TOO_LONG = re.compile(r"prompt is too long|context window", re.IGNORECASE)
+_TOKEN_COUNTS = re.compile(r"(\d[\d,]*)\s*tokens\s*>\s*(\d[\d,]*)")
+# Share of the allowed size a trimmed prompt aims at, leaving room for the estimate's error.
+_TRIM_HEADROOM = 0.9
+_UNKNOWN_TRIM_KEEP = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Remedy:
+    """The action for one failure; for ``quarantine``, the class and the reason."""
+
+    action: RecoveryAction
+    reason: str
+    quarantine_class: QuarantineClass | None = None
+
+
+def _too_long(failure: FailureRecord) -> bool:
+    return failure.error_kind == ErrorKind.REQUEST_TOO_LARGE.value or (
+        failure.error_kind == ErrorKind.INVALID_REQUEST.value and bool(_TOO_LONG.search(failure.message))
+    )
+
+
+def remedy_for(failure: FailureRecord, policy: RecoverySpec, round_number: int) -> Remedy:
+    """The remedy for a failure of round ``round_number`` (0 = first submission) under ``policy``."""
+    attempts = round_number + 1
+    last = failure.error_kind or failure.result_class.value
+    if failure.error_kind in RUN_LEVEL_KINDS:
+        return Remedy(
+            RecoveryAction.QUARANTINE,
+            f"run-level problem, not this record's: {RUN_LEVEL_KINDS[failure.error_kind]} "
+            f"({failure.error_kind}: {failure.message}); fix the connection or account, then clear the run",
+            QuarantineClass.RUN_LEVEL,
+        )
+    remedy = _resubmission(failure, policy)
+    if remedy.action is RecoveryAction.QUARANTINE:
+        return remedy
+    if round_number >= policy.max_rounds:
+        return Remedy(
+            RecoveryAction.QUARANTINE,
+            f"attempts exhausted: sent {attempts} times (recovery.max_rounds {policy.max_rounds}); "
+            f"last failure {last}: {failure.message}",
+            QuarantineClass.ATTEMPTS_EXHAUSTED,
+        )
+    return remedy
+
+
+def _resubmission(failure: FailureRecord, policy: RecoverySpec) -> Remedy:
+    """The remedy by cause alone, before the attempt count is considered."""
+    kind = failure.error_kind
+    if failure.result_class is ResultClass.INVALID_OUTPUT:
+        if policy.repair_invalid_output:
+            return Remedy(
+                RecoveryAction.REPAIR,
+                f"invalid output, resent once with a strict JSON instruction: {failure.message}",
+            )
+        return Remedy(
+            RecoveryAction.QUARANTINE,
+            f"invalid output and recovery.repair_invalid_output is off: {failure.message}",
+            QuarantineClass.INVALID_OUTPUT,
+        )
+    if failure.result_class in NEVER_PROCESSED:
+        cause = failure.result_class.value
+        if cause in policy.retry:
+            return Remedy(RecoveryAction.REQUEUE, f"{cause}: never processed, queued again")
+        return Remedy(
+            RecoveryAction.QUARANTINE,
+            f"{cause}, and recovery.retry does not list it",
+            QuarantineClass.NOT_RETRIED,
+        )
+    if _too_long(failure):
+        if policy.trim_oversized:
+            return Remedy(
+                RecoveryAction.TRIM, f"too long, resent with the middle of the prompt cut: {failure.message}"
+            )
+        return Remedy(
+            RecoveryAction.QUARANTINE,
+            f"the prompt is too long for the model ({failure.message}); shorten the record's text, or set "
+            "recovery.trim_oversized if a partial input still gives a usable answer",
+            QuarantineClass.CONTEXT_WINDOW,
+        )
+    if kind in TRANSIENT_KINDS:
+        if kind in policy.retry:
+            return Remedy(RecoveryAction.RETRY, f"transient {kind}, retried as is")
+        return Remedy(
+            RecoveryAction.QUARANTINE,
+            f"{kind}, and recovery.retry does not list it",
+            QuarantineClass.NOT_RETRIED,
+        )
+    if kind == ErrorKind.INVALID_REQUEST.value:
+        return Remedy(
+            RecoveryAction.QUARANTINE,
+            f"the API rejected the request ({failure.message}); no retry helps: fix the record or the prompt",
+            QuarantineClass.INVALID_REQUEST,
+        )
+    return Remedy(
+        RecoveryAction.QUARANTINE,
+        f"unrecognized failure {kind or failure.result_class.value} ({failure.message}); not resent",
+        QuarantineClass.NOT_RETRIED,
+    )
+
+
+def repair_request(params: dict[str, Any], output_schema: dict[str, Any]) -> dict[str, Any] | None:
+    """``params`` with the strict JSON instruction appended to the last user message; None if it
+    already carries it (a request is repaired once)."""
+    messages = params["messages"]
+    content = messages[-1]["content"]
+    if REPAIR_INSTRUCTION in json.dumps(content):
+        return None
+    instruction = f"{REPAIR_INSTRUCTION}:\n{json.dumps(output_schema)}"
+    repaired = (
+        f"{content}\n\n{instruction}"
+        if isinstance(content, str)
+        else [*content, {"type": "text", "text": instruction}]
+    )
+    return {**params, "messages": [*messages[:-1], {**messages[-1], "content": repaired}]}
+
+
+def trim_request(params: dict[str, Any], message: str) -> dict[str, Any] | None:
+    """``params`` with the middle of the last user message cut to fit; None if it was trimmed before
+    or is not plain text.
+
+    The API's "prompt is too long: 215000 tokens > 200000 maximum" gives the ratio to aim at (with
+    10 % headroom); without numbers half the text is kept.
+    """
+    messages = params["messages"]
+    content = messages[-1]["content"]
+    if not isinstance(content, str) or TRIM_MARKER in content:
+        return None
+    counts = _TOKEN_COUNTS.search(message)
+    keep_share = _UNKNOWN_TRIM_KEEP
+    if counts:
+        actual, allowed = (int(n.replace(",", "")) for n in counts.groups())
+        keep_share = min(_UNKNOWN_TRIM_KEEP * 2, allowed / actual) * _TRIM_HEADROOM
+    keep = int(len(content) * keep_share) // 2
+    omitted = len(content) - 2 * keep
+    trimmed = f"{content[:keep]}\n[... {omitted} {TRIM_MARKER} ...]\n{content[len(content) - keep :]}"
+    return {**params, "messages": [*messages[:-1], {**messages[-1], "content": trimmed}]}
+
+
+class RecoveryPlan(BaseModel):
+    """The next round: its request files and manifest, and what was quarantined instead.
+
+    :param failures: failures considered (``unknown`` lines excluded: they match no request).
+    :param requests: requests in the next round's files.
+    :param run_level_problems: error kinds that point at the run, not the records, with counts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    next_round: int
+    shards: list[Shard]
+    manifest_path: str
+    quarantine_path: str
+    failures: int
+    requests: int
+    actions: dict[RecoveryAction, int]
+    quarantined: dict[QuarantineClass, int]
+    run_level_problems: dict[str, int]
+    ignored_unknown: int
+
+    def accounted(self) -> bool:
+        """Every failure is either in the next round or quarantined, once."""
+        return self.failures == self.requests + sum(self.quarantined.values())
+
+    def summary_lines(self) -> list[str]:
+        actions = ", ".join(f"{a.value} {n}" for a, n in sorted(self.actions.items())) or "none"
+        lines = [
+            f"recovery round {self.next_round}: {self.failures} failures -> {self.requests} resent "
+            f"in {len(self.shards)} file(s), {sum(self.quarantined.values())} quarantined ({actions})"
+        ]
+        if self.run_level_problems:
+            kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(self.run_level_problems.items()))
+            lines.append(
+                f"RUN-LEVEL PROBLEM ({kinds}): fix the connection or account; not the records' fault"
+            )
+        if self.ignored_unknown:
+            lines.append(
+                f"{self.ignored_unknown} result line(s) matched no request of the batch and were ignored"
+            )
+        return lines
+
+
+class _Pending:
+    """Failures waiting for their request line, by custom_id, on disk."""
+
+    def __init__(self) -> None:
+        self._db = scratch_db(
+            "CREATE TABLE pending (custom_id TEXT PRIMARY KEY, failure TEXT NOT NULL, action TEXT NOT NULL,"
+            " found INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
+        )
+
+    def add(self, failure: FailureRecord, action: RecoveryAction) -> None:
+        try:
+            self._db.execute(
+                "INSERT INTO pending (custom_id, failure, action) VALUES (?, ?, ?)",
+                (failure.custom_id, failure.model_dump_json(), action.value),
+            )
+        except sqlite3.IntegrityError as error:
+            raise ValueError(f"{failure.custom_id} is listed twice among the failures") from error
+
+    def take(self, custom_id: str) -> tuple[FailureRecord, RecoveryAction] | None:
+        row = self._db.execute(
+            "UPDATE pending SET found = 1 WHERE custom_id = ? AND found = 0 RETURNING failure, action",
+            (custom_id,),
+        ).fetchone()
+        return None if row is None else (FailureRecord.model_validate_json(row[0]), RecoveryAction(row[1]))
+
+    def not_found(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT custom_id FROM pending WHERE found = 0 LIMIT 5")]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def plan_recovery(
+    spec: WorkloadSpec,
+    failures: Iterable[FailureRecord],
+    request_files: Iterable[ReadablePath],
+    round_number: int,
+    out_dir: OutputDir,
+) -> RecoveryPlan:
+    """Decide every failure of round ``round_number`` and write round ``round_number + 1``'s files.
+
+    :param failures: e.g. ``partition.read_failures(partition_dir)`` (several shards may be chained).
+    :param request_files: the request files the failures were sent in (that round's shard files).
+    :param out_dir: receives ``round-NN-shard-00000.jsonl`` ..., ``round-NN-manifest.jsonl`` and
+        ``round-NN-quarantine.jsonl`` (NN = the next round).
+    """
+    next_round = round_number + 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"round-{next_round:02d}"
+    manifest_path = out_dir / f"{stem}-manifest.jsonl"
+    quarantine_path = out_dir / f"{stem}-quarantine.jsonl"
+    actions: Counter[RecoveryAction] = Counter()
+    quarantined: Counter[QuarantineClass] = Counter()
+    run_level: Counter[str] = Counter()
+    considered = ignored_unknown = requests = 0
+    output_schema = spec.output_model().model_json_schema()
+    pending = _Pending()
+
+    with (
+        ShardWriter(
+            out_dir, f"{stem}-shard", spec.sharding.target_requests, spec.sharding.target_bytes
+        ) as shards,
+        manifest_path.open("wb") as manifest,
+        quarantine_path.open("wb") as quarantine,
+    ):
+
+        def to_quarantine(failure: FailureRecord, quarantine_class: QuarantineClass, reason: str) -> None:
+            actions[RecoveryAction.QUARANTINE] += 1
+            quarantined[quarantine_class] += 1
+            entry = QuarantineEntry(
+                quarantine_class=quarantine_class,
+                reason=f"{failure.custom_id} ({failure.business_key}): {reason}",
+                custom_id=failure.custom_id,
+                business_key=failure.business_key,
+                attempts=round_number + 1,
+            )
+            quarantine.write(entry.model_dump_json().encode() + b"\n")
+
+        try:
+            for failure in failures:
+                if failure.result_class is ResultClass.UNKNOWN:
+                    ignored_unknown += 1
+                    continue
+                considered += 1
+                remedy = remedy_for(failure, spec.recovery, round_number)
+                if remedy.quarantine_class is not None:
+                    if remedy.quarantine_class is QuarantineClass.RUN_LEVEL and failure.error_kind:
+                        run_level[failure.error_kind] += 1
+                    to_quarantine(failure, remedy.quarantine_class, remedy.reason)
+                else:
+                    pending.add(failure, remedy.action)
+
+            for path in request_files:
+                with path.open("rb") as lines:
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        request = json.loads(line)
+                        taken = pending.take(request["custom_id"])
+                        if taken is None:
+                            continue
+                        failure, action = taken
+                        params: dict[str, Any] | None = request["params"]
+                        if action is RecoveryAction.REPAIR:
+                            params = repair_request(request["params"], output_schema)
+                            if params is None:
+                                to_quarantine(
+                                    failure,
+                                    QuarantineClass.INVALID_OUTPUT,
+                                    f"still not a valid output after one repair: {failure.message}",
+                                )
+                                continue
+                        elif action is RecoveryAction.TRIM:
+                            params = trim_request(request["params"], failure.message)
+                            if params is None:
+                                to_quarantine(
+                                    failure,
+                                    QuarantineClass.CONTEXT_WINDOW,
+                                    f"still too long after trimming once: {failure.message}",
+                                )
+                                continue
+                        new_line = json_line({"custom_id": request["custom_id"], "params": params})
+                        if len(new_line) > spec.max_request_bytes:
+                            to_quarantine(
+                                failure,
+                                QuarantineClass.REQUEST_TOO_LARGE,
+                                f"the request to resend ({action.value}) is {len(new_line)} bytes, "
+                                f"over max_request_bytes {spec.max_request_bytes}",
+                            )
+                            continue
+                        shard = shards.add(new_line)
+                        requests += 1
+                        actions[action] += 1
+                        manifest.write(
+                            json_line(
+                                {
+                                    "custom_id": request["custom_id"],
+                                    "business_key": failure.business_key,
+                                    "shard": shard,
+                                    "round": next_round,
+                                    "position": None,
+                                    "action": action.value,
+                                }
+                            )
+                        )
+            lost = pending.not_found()
+        finally:
+            pending.close()
+        if lost:
+            raise ValueError(
+                f"the request lines of {', '.join(lost)} (and maybe more) are not in the request files "
+                "given; pass the files the failed requests were sent in"
+            )
+
+    return RecoveryPlan(
+        next_round=next_round,
+        shards=shards.shards,
+        manifest_path=str(manifest_path),
+        quarantine_path=str(quarantine_path),
+        failures=considered,
+        requests=requests,
+        actions=dict(actions),
+        quarantined=dict(quarantined),
+        run_level_problems=dict(run_level),
+        ignored_unknown=ignored_unknown,
+    )

@@ -1,0 +1,123 @@
+"""The Messages API params of one record: the exact ``params`` of a batch request or a sync call.
+
+The system prompt is rendered once per workload and sent as a list with one text block, marked
+with ``cache_control`` when the spec caches it, so every request shares a byte-identical prefix the
+prompt cache can match. The user message is the user template rendered with the record (a validated
+instance of the input model, so ``record.items`` is a field, never a dict method). Templates use
+StrictUndefined: a typo is an error, not an empty string in a paid prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel
+
+from claude_batch.strategy.spec import WorkloadSpec, import_model
+
+
+class RequestBuilder:
+    """Renders params for one workload; templates are loaded and the system prompt rendered once.
+
+    :param base_dir: folder the template paths are relative to.
+    :param cache_ttl: ``5m`` or ``1h``; used only when ``cache_system_prefix``.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        system_template: str,
+        user_template: str,
+        cache_system_prefix: bool,
+        cache_ttl: str,
+        model: str,
+        max_tokens: int,
+        input_schema: str,
+    ) -> None:
+        environment = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(base_dir), undefined=jinja2.StrictUndefined, autoescape=False
+        )
+        self.system_text = environment.get_template(system_template).render()
+        self.system_bytes = len(self.system_text.encode())
+        self._cache_control: dict[str, str] | None = None
+        if cache_system_prefix:
+            # The API's default TTL is 5 minutes; only the 1 h TTL is spelled out.
+            self._cache_control = (
+                {"type": "ephemeral", "ttl": "1h"} if cache_ttl == "1h" else {"type": "ephemeral"}
+            )
+        self._user = environment.get_template(user_template)
+        # Jinja keeps a template's globals as a ChainMap that every render copies key by key; a plain
+        # dict is copied in C, which makes a render about three times faster (it runs per record).
+        self._user.globals = dict(self._user.globals)
+        self._model = model
+        self._max_tokens = max_tokens
+        self._input_model = import_model(input_schema)
+
+    def user_text(self, record: BaseModel | Mapping[str, Any]) -> str:
+        """The rendered user message; a mapping is validated with the input model first."""
+        if not isinstance(record, BaseModel):
+            record = self._input_model.model_validate(record)
+        return self._user.render(record=record)
+
+    def params(self, record: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+        """The Messages API params for ``record`` (a fresh dict each call, safe to change)."""
+        return self.params_for_text(self.user_text(record))
+
+    def params_for_text(self, user_text: str) -> dict[str, Any]:
+        """The params around an already rendered user message."""
+        system_block: dict[str, Any] = {"type": "text", "text": self.system_text}
+        if self._cache_control is not None:
+            system_block["cache_control"] = dict(self._cache_control)
+        return {
+            "model": self._model,
+            "max_tokens": self._max_tokens,
+            "system": [system_block],
+            "messages": [{"role": "user", "content": user_text}],
+        }
+
+
+@lru_cache(maxsize=32)
+def _cached_builder(
+    base_dir: Path,
+    system_template: str,
+    user_template: str,
+    cache_system_prefix: bool,
+    cache_ttl: str,
+    model: str,
+    max_tokens: int,
+    input_schema: str,
+) -> RequestBuilder:
+    return RequestBuilder(
+        base_dir,
+        system_template,
+        user_template,
+        cache_system_prefix,
+        cache_ttl,
+        model,
+        max_tokens,
+        input_schema,
+    )
+
+
+def request_builder(spec: WorkloadSpec) -> RequestBuilder:
+    """The builder of ``spec``, made once per process and prompt (a changed template needs a new
+    process; Airflow runs each task in one)."""
+    return _cached_builder(
+        spec.base_dir,
+        spec.prompt.system,
+        spec.prompt.user,
+        spec.prompt.cache_system_prefix,
+        spec.prompt.cache_ttl,
+        spec.model,
+        spec.max_tokens,
+        spec.input_schema,
+    )
+
+
+def build_params(spec: WorkloadSpec, record: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+    """The exact Messages API params of one record of ``spec``."""
+    return request_builder(spec).params(record)

@@ -1,0 +1,337 @@
+"""Sharding: stream the input into right-sized batch request files, quarantining what cannot be sent.
+
+Each record is checked (readable, valid against the input model, business key present, text not
+empty), given its custom_id (duplicates and collisions quarantined, the first occurrence wins),
+rendered into Messages API params, and measured as the exact JSONL line that will be sent, in bytes.
+A record whose line is over ``max_request_bytes``, or whose prompt is estimated over the context
+window, is quarantined; the rest are appended to the current shard, and a new shard is cut before a
+line would take it past the spec's targets. The API's limits (100,000 requests, 256 MB) are never
+crossed, whatever the targets and record sizes.
+
+Memory is independent of the input size: records stream through one at a time, every output is a
+file being appended to, and the custom_id index is on disk (see ``_scratch``).
+
+Files written into the output directory:
+
+- ``shard-00000.jsonl`` ...: one ``{"custom_id": ..., "params": {...}}`` per line.
+- ``manifest.jsonl``: one ``ManifestEntry`` per request (custom_id, business_key, shard, round, position).
+- ``quarantine.jsonl``: one ``QuarantineEntry`` per record that will not be sent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import IO
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from claude_batch.strategy._json import json_line
+from claude_batch.strategy.custom_ids import CustomIdRegistry, IdOutcome, KeyValue, custom_id_for, key_text
+from claude_batch.strategy.outputs import describe_validation_error
+from claude_batch.strategy.paths import OutputDir
+from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
+from claude_batch.strategy.records import RecordRead
+from claude_batch.strategy.requests import request_builder
+from claude_batch.strategy.spec import BATCH_BODY_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, WorkloadSpec
+
+BYTES_PER_TOKEN = 4
+"""Prompt bytes per token for the context-window estimate. English prose runs near 4; text with
+more tokens per byte is caught by the API instead (an errored request, not billed, which recovery
+trims or quarantines), so the estimate errs towards sending rather than towards a false quarantine."""
+
+MANIFEST_FILE = "manifest.jsonl"
+QUARANTINE_FILE = "quarantine.jsonl"
+
+
+class Shard(BaseModel):
+    """One request file, to become one Message Batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    path: str
+    request_count: int
+    byte_size: int
+
+
+class ShardPlan(BaseModel):
+    """What sharding wrote: the shards, the manifest and the quarantine, with their counts.
+
+    :param records_read: input records seen (blank lines are not records).
+    :param requests: requests written to shards (= manifest entries).
+    :param request_bytes: bytes of all shard files.
+    :param quarantined: records quarantined, by class.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    shards: list[Shard]
+    manifest_path: str
+    quarantine_path: str
+    records_read: int
+    requests: int
+    request_bytes: int
+    quarantined: dict[QuarantineClass, int]
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    def accounted(self) -> bool:
+        """Every record read is either in a shard or in the quarantine, once."""
+        return self.records_read == self.requests + self.quarantined_total
+
+
+@dataclass(frozen=True, slots=True)
+class ValidRecord:
+    """A record that passed the checks of its workload, with its identity worked out.
+
+    :param record: the validated instance of the workload's input model.
+    :param business_key: the key as text (compound keys as a JSON array).
+    """
+
+    position: int
+    where: str
+    record: BaseModel
+    key_values: tuple[KeyValue, ...]
+    business_key: str
+    custom_id: str
+
+
+def check_record(spec: WorkloadSpec, read: RecordRead, run_date: date) -> ValidRecord | QuarantineEntry:
+    """Validate one record read against ``spec``; the quarantine entry says what is wrong and what to do."""
+    if read.record is None:
+        return QuarantineEntry(
+            quarantine_class=QuarantineClass.UNREADABLE,
+            position=read.position,
+            reason=f"{read.where}: {read.detail}; fix or remove the {read.unit}",
+        )
+    for field in spec.business_key:
+        value = read.record.get(field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return QuarantineEntry(
+                quarantine_class=QuarantineClass.MISSING_KEY,
+                position=read.position,
+                reason=f"{read.where}: business key field {field!r} is missing or empty; "
+                "every record needs its key to be published exactly once",
+            )
+    input_model = spec.input_model()
+    try:
+        record = input_model.model_validate(read.record)
+    except ValidationError as error:
+        return QuarantineEntry(
+            quarantine_class=QuarantineClass.INVALID_RECORD,
+            position=read.position,
+            business_key=key_text([str(read.record[f]) for f in spec.business_key]),
+            reason=f"{read.where}: {describe_validation_error(error, input_model.__name__)}",
+        )
+    key_values = tuple(getattr(record, field) for field in spec.business_key)
+    business_key = key_text([str(v) for v in key_values])
+    for field, value in zip(spec.business_key, key_values, strict=True):
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            return QuarantineEntry(
+                quarantine_class=QuarantineClass.INVALID_RECORD,
+                position=read.position,
+                business_key=business_key,
+                reason=f"{read.where}: business key field {field!r} is a {type(value).__name__}; "
+                "keys must be text or whole numbers",
+            )
+    for field in spec.text_fields:
+        text = getattr(record, field)
+        if not isinstance(text, str) or not text.strip():
+            return QuarantineEntry(
+                quarantine_class=QuarantineClass.EMPTY_TEXT,
+                position=read.position,
+                business_key=business_key,
+                reason=f"{read.where} ({business_key}): {field!r} is empty; there is nothing to send",
+            )
+    return ValidRecord(
+        position=read.position,
+        where=read.where,
+        record=record,
+        key_values=key_values,
+        business_key=business_key,
+        custom_id=custom_id_for(spec.custom_id_prefix, key_values, run_date),
+    )
+
+
+class ShardWriter:
+    """Appends request lines to numbered files, cutting a new one before a line would cross a target.
+
+    Targets are capped at the API's limits, so no file ever holds more than 100,000 lines or more
+    than ``MAX_BATCH_BYTES`` once wrapped in the create-batch body.
+
+    :param name: file name stem, e.g. ``shard`` for ``shard-00000.jsonl``.
+    """
+
+    def __init__(self, out_dir: OutputDir, name: str, target_requests: int, target_bytes: int) -> None:
+        self._out_dir = out_dir
+        self._name = name
+        self._target_requests = min(target_requests, MAX_BATCH_REQUESTS)
+        self._target_bytes = min(target_bytes, MAX_BATCH_BYTES - BATCH_BODY_OVERHEAD)
+        self._file: IO[bytes] | None = None
+        self._count = 0
+        self._bytes = 0
+        self.shards: list[Shard] = []
+
+    def add(self, line: bytes) -> int:
+        """Append one request line; returns the index of the shard it went into."""
+        if len(line) + BATCH_BODY_OVERHEAD > MAX_BATCH_BYTES:
+            raise ValueError(f"a request line of {len(line)} bytes cannot fit in any batch")
+        if self._file is None or (
+            self._count + 1 > self._target_requests or self._bytes + len(line) > self._target_bytes
+        ):
+            self._file = self._cut()
+        self._file.write(line)
+        self._count += 1
+        self._bytes += len(line)
+        return len(self.shards) - 1
+
+    def _cut(self) -> IO[bytes]:
+        self._finish()
+        path = self._out_dir / f"{self._name}-{len(self.shards):05d}.jsonl"
+        self.shards.append(Shard(index=len(self.shards), path=str(path), request_count=0, byte_size=0))
+        self._count = 0
+        self._bytes = 0
+        return path.open("wb")
+
+    def _finish(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self.shards[-1] = self.shards[-1].model_copy(
+                update={"request_count": self._count, "byte_size": self._bytes}
+            )
+
+    def close(self) -> None:
+        self._finish()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def write_shards(
+    spec: WorkloadSpec, reads: Iterable[RecordRead], out_dir: OutputDir, run_date: date
+) -> ShardPlan:
+    """Shard one run's input into ``out_dir``; see the module docstring for the files.
+
+    :param reads: the input, e.g. ``records.read_records(spec.input, path)``.
+    :param run_date: the date in the custom_ids (``spec.run_date(logical_date)``).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    builder = request_builder(spec)
+    manifest_path = out_dir / MANIFEST_FILE
+    quarantine_path = out_dir / QUARANTINE_FILE
+    quarantined: Counter[QuarantineClass] = Counter()
+    records_read = 0
+    requests = 0
+
+    with (
+        CustomIdRegistry() as registry,
+        ShardWriter(out_dir, "shard", spec.sharding.target_requests, spec.sharding.target_bytes) as shards,
+        manifest_path.open("wb") as manifest,
+        quarantine_path.open("wb") as quarantine,
+    ):
+
+        def reject(entry: QuarantineEntry) -> None:
+            quarantined[entry.quarantine_class] += 1
+            quarantine.write(entry.model_dump_json().encode() + b"\n")
+
+        for read in reads:
+            records_read += 1
+            checked = check_record(spec, read, run_date)
+            if isinstance(checked, QuarantineEntry):
+                reject(checked)
+                continue
+            id_check = registry.register(checked.custom_id, checked.business_key, checked.position)
+            if id_check.outcome is not IdOutcome.NEW:
+                reject(_id_problem(checked, id_check.outcome, id_check.first_key, id_check.first_position))
+                continue
+            try:
+                user_text = builder.user_text(checked.record)
+            except jinja2.TemplateError as error:
+                reject(_problem(checked, QuarantineClass.RENDER_FAILED, f"the user template failed: {error}"))
+                continue
+            estimated_tokens = math.ceil((builder.system_bytes + len(user_text.encode())) / BYTES_PER_TOKEN)
+            if estimated_tokens + spec.max_tokens > spec.context_window_tokens:
+                reject(
+                    _problem(
+                        checked,
+                        QuarantineClass.CONTEXT_WINDOW,
+                        f"the prompt is about {estimated_tokens} tokens; with max_tokens {spec.max_tokens} "
+                        f"that exceeds the context window of {spec.context_window_tokens}: shorten the "
+                        "record's text or split it into several records",
+                    )
+                )
+                continue
+            line = json_line({"custom_id": checked.custom_id, "params": builder.params_for_text(user_text)})
+            if len(line) > spec.max_request_bytes:
+                reject(
+                    _problem(
+                        checked,
+                        QuarantineClass.REQUEST_TOO_LARGE,
+                        f"the request is {len(line)} bytes, over max_request_bytes {spec.max_request_bytes}; "
+                        "shorten the record's text or raise max_request_bytes",
+                    )
+                )
+                continue
+            shard = shards.add(line)
+            requests += 1
+            manifest.write(
+                json_line(
+                    {
+                        "custom_id": checked.custom_id,
+                        "business_key": checked.business_key,
+                        "shard": shard,
+                        "round": 0,
+                        "position": checked.position,
+                        "action": None,
+                    }
+                )
+            )
+
+    return ShardPlan(
+        shards=shards.shards,
+        manifest_path=str(manifest_path),
+        quarantine_path=str(quarantine_path),
+        records_read=records_read,
+        requests=requests,
+        request_bytes=sum(s.byte_size for s in shards.shards),
+        quarantined=dict(quarantined),
+    )
+
+
+def _problem(record: ValidRecord, quarantine_class: QuarantineClass, why: str) -> QuarantineEntry:
+    return QuarantineEntry(
+        quarantine_class=quarantine_class,
+        position=record.position,
+        custom_id=record.custom_id,
+        business_key=record.business_key,
+        reason=f"{record.where} ({record.business_key}): {why}",
+    )
+
+
+def _id_problem(
+    record: ValidRecord, outcome: IdOutcome, first_key: str | None, first_position: int | None
+) -> QuarantineEntry:
+    if outcome is IdOutcome.DUPLICATE_KEY:
+        return _problem(
+            record,
+            QuarantineClass.DUPLICATE_KEY,
+            f"the same business key was first seen at position {first_position}, which is the one sent; "
+            "remove or merge the duplicate",
+        )
+    return _problem(
+        record,
+        QuarantineClass.ID_COLLISION,
+        f"custom_id {record.custom_id} is already taken by business key {first_key} "
+        f"(position {first_position}); two keys must not map to one id, so this one is held back",
+    )

@@ -1,0 +1,639 @@
+"""The workload spec: everything a data engineer declares about one bulk Claude workload, from YAML.
+
+A spec is validated once, when it is loaded (at DAG parse time), so a mistake fails before any
+money is spent, with a message that names the field: ``sharding.target_requests: Input should be
+less than or equal to 100000 (got 250000)``. Import paths and prompt templates are resolved and
+checked against each other at load time too (a template that reads ``record.loan_id`` when the input
+model has no such field is a spec error, not a failure at 3 a.m.).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+import claude_workloads
+from claude_batch.strategy.cost import ModelPrice, PriceTable, default_price_table
+from claude_batch.strategy.partition import ErrorKind, ResultClass
+
+WORKLOADS_DIR = Path(claude_workloads.__file__).resolve().parent
+"""Where the bundled workload specs (``<name>.yaml``) and their prompt templates live."""
+
+MAX_BATCH_REQUESTS = 100_000
+"""The API's limit of requests per Message Batch."""
+
+MAX_BATCH_BYTES = 256_000_000
+"""The API's "256 MB" per batch body, read as decimal megabytes: the smaller of the two readings,
+so a shard under it is under the limit whichever the API means (256 MiB would be 268,435,456)."""
+
+BATCH_BODY_OVERHEAD = len(b'{"requests":[]}')
+"""Bytes the create-batch body adds around the request lines (their newlines stand in for commas)."""
+
+DEFAULT_CONTEXT_WINDOW_TOKENS = 200_000
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_PREFIX = re.compile(r"^[a-zA-Z0-9_]{1,24}$")
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
+_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+class WorkloadSpecError(ValueError):
+    """A workload spec that cannot be used, with one readable line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"workload spec {source} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept ``90s``, ``30m``, ``2h``, ``1d``, ``1h30m`` besides pydantic's own duration forms."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        parts = _DURATION_PART.findall(text)
+        if parts and _DURATION_PART.sub("", text).strip() == "":
+            return timedelta(**{_DURATION_UNITS[unit]: int(n) for n, unit in parts})
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+@cache
+def import_model(path: str) -> type[BaseModel]:
+    """The pydantic model class named by ``module:Name``."""
+    module_name, _, attribute = path.partition(":")
+    model = getattr(importlib.import_module(module_name), attribute)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"{path} is a {type(model).__name__}, not a pydantic model class")
+    return model
+
+
+def _check_import_path(path: str) -> str:
+    if not _IMPORT_PATH.fullmatch(path):
+        raise ValueError(f"write it as 'package.module:ModelName', got {path!r}")
+    try:
+        import_model(path)
+    except (ImportError, AttributeError, TypeError) as error:
+        raise ValueError(f"cannot use {path!r}: {error}") from error
+    return path
+
+
+def _require_fields(model_path: str | None, names: list[str], what: str) -> None:
+    """Fail when a field named in the spec is not a field of the model it refers to."""
+    if model_path is None:
+        return
+    model = import_model(model_path)
+    unknown = [n for n in names if n not in model.model_fields]
+    if unknown:
+        raise ValueError(
+            f"{what} {', '.join(map(repr, unknown))} not a field of {model.__name__} "
+            f"(fields: {', '.join(model.model_fields)})"
+        )
+
+
+class InputFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    SQL = "sql"
+
+
+class InputSpec(BaseModel):
+    """Where the records come from.
+
+    :param format: ``jsonl`` or ``csv`` (a file at ``uri``) or ``sql`` (``query`` through ``sqlalchemy_url``).
+    :param uri: path or URL of the file (``file://``, ``s3://``, or a path); ``{ds}`` becomes the run date.
+    :param query: the SELECT that yields one row per record.
+    :param sqlalchemy_url: the database to run ``query`` on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: InputFormat
+    uri: str | None = None
+    query: str | None = None
+    sqlalchemy_url: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_match_format(self) -> InputSpec:
+        if self.format is InputFormat.SQL:
+            if not (self.query and self.sqlalchemy_url):
+                raise ValueError("input.query and input.sqlalchemy_url are required when format is sql")
+            if self.uri is not None:
+                raise ValueError("input.uri is for files; a sql input reads input.query")
+        else:
+            if not self.uri:
+                raise ValueError(f"input.uri is required when format is {self.format.value}")
+            if self.query is not None or self.sqlalchemy_url is not None:
+                raise ValueError(f"input.query and input.sqlalchemy_url are for sql, not {self.format.value}")
+        return self
+
+    def uri_for(self, run_date: date) -> str:
+        """The file of one run: ``{ds}`` in ``uri`` replaced by the run date (YYYY-MM-DD)."""
+        if self.uri is None:
+            raise ValueError("a sql input has no uri")
+        return self.uri.replace("{ds}", run_date.isoformat())
+
+
+class PromptSpec(BaseModel):
+    """The Jinja templates of the request, relative to the spec file's folder.
+
+    :param system: the system prompt template; it may not use the record, because it is the prefix
+        shared by every request (and the one that is cached).
+    :param user: the user message template; it sees the input record as ``record``.
+    :param cache_system_prefix: mark the system prompt with ``cache_control`` so repeated requests
+        read it from the prompt cache (0.1x input price) instead of paying for it each time.
+    :param cache_ttl: ``5m`` (write 1.25x) or ``1h`` (write 2x; worth it when a batch runs for hours).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str
+    user: str
+    cache_system_prefix: bool = False
+    cache_ttl: Literal["5m", "1h"] = "5m"
+
+
+class Expectation(BaseModel):
+    """A check on one sample output beyond its schema; every condition given must hold.
+
+    :param field: a field of the output model.
+    :param equals_input_field: the output field must equal this input field (the model echoed the
+        right record id back, for instance).
+    :param one_of: the output field must be one of these values.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    equals_input_field: str | None = None
+    one_of: list[str | int | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> Expectation:
+        if self.equals_input_field is None and self.one_of is None:
+            raise ValueError("an expectation needs equals_input_field or one_of")
+        return self
+
+
+class SampleSpec(BaseModel):
+    """The synchronous sample that must pass before the bulk spend.
+
+    :param size: the baseline sample, 30 to 100 (under 30 says little about a pass rate, over 100
+        spends at full price for little more certainty); a prompt fingerprint that passed before
+        samples half of it, a new one double, always within 30..100 (``sampling.sample_size``).
+    :param pass_gate: share of sample outputs that must be valid for the run to go on.
+    :param seed: makes the selection repeatable.
+    :param expectations: checks beyond the output schema.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(default=50, ge=30, le=100)
+    pass_gate: float = Field(default=0.9, gt=0, le=1)
+    seed: int = 0
+    expectations: list[Expectation] = Field(default_factory=list)
+
+
+class ShardingSpec(BaseModel):
+    """The size a shard (one Message Batch) is cut at; the API limits are never crossed.
+
+    :param target_requests: requests per shard, at most 100,000.
+    :param target_bytes: bytes of request lines per shard (``64MB``, ``100MiB`` or an int), at most
+        256,000,000 minus the body's envelope.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_requests: int = Field(default=10_000, ge=1, le=MAX_BATCH_REQUESTS)
+    target_bytes: ByteSize = Field(
+        default=ByteSize(100_000_000), ge=1, le=MAX_BATCH_BYTES - BATCH_BODY_OVERHEAD
+    )
+
+
+class DeadlineSpec(BaseModel):
+    """When the outputs must be published, as a local wall-clock time.
+
+    :param local_time: ``"08:00"`` (quote it: YAML reads an unquoted 8:00 as the number 480).
+    :param timezone: an IANA name such as ``America/New_York``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    local_time: time
+    timezone: str
+
+    @field_validator("local_time", mode="before")
+    @classmethod
+    def _quoted_time(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            raise ValueError(f"YAML read the time as the number {value}; quote it, e.g. '08:00'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'Europe/Paris')") from error
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def deadline_for(self, logical_date: datetime) -> datetime:
+        """The first ``local_time`` in ``timezone`` strictly after ``logical_date``.
+
+        With Airflow 3's cron timetables the logical date is the moment the run is due, so a nightly
+        run due at 01:00 with an 08:00 deadline must publish by 08:00 the same morning, and a run due
+        at 09:00 (or triggered by hand at 09:00) has until 08:00 the next day. The result is aware,
+        in the deadline's zone; a nonexistent local time (DST gap) falls an hour later, as zoneinfo does.
+        """
+        if logical_date.tzinfo is None:
+            raise ValueError("logical_date must be timezone-aware")
+        local = logical_date.astimezone(self.zone)
+        candidate = datetime.combine(local.date(), self.local_time, tzinfo=self.zone)
+        if candidate <= local:
+            candidate = datetime.combine(local.date() + timedelta(days=1), self.local_time, tzinfo=self.zone)
+        return candidate
+
+
+class RoutingSpec(BaseModel):
+    """The levers of the sync-or-batch decision (see ``routing.decide_route``).
+
+    :param expected_batch_latency: how long a batch of this workload usually takes to end.
+    :param batch_safety_margin: time kept in hand beyond that latency for recovery rounds.
+    :param sync_requests_per_minute: the organisation's rate limit share for this workload.
+    :param sync_concurrency: synchronous calls in flight at once.
+    :param expected_sync_latency: how long one synchronous call takes.
+    :param min_batch_volume: below this many requests a batch's wait is not worth its saving.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    expected_batch_latency: Duration = timedelta(hours=1)
+    batch_safety_margin: Duration = timedelta(hours=2)
+    sync_requests_per_minute: int = Field(default=50, ge=1)
+    sync_concurrency: int = Field(default=8, ge=1)
+    expected_sync_latency: Duration = timedelta(seconds=20)
+    min_batch_volume: int = Field(default=100, ge=0)
+
+
+RetryCause = Literal[
+    "api_error", "overloaded_error", "rate_limit_error", "timeout_error", "expired", "canceled", "missing"
+]
+
+
+class RecoverySpec(BaseModel):
+    """How failed requests are resubmitted.
+
+    :param max_rounds: recovery rounds after the first submission; a request is tried at most
+        ``max_rounds + 1`` times.
+    :param retry: the transient causes resubmitted as they are.
+    :param repair_invalid_output: resubmit an invalid answer once with a strict JSON instruction.
+    :param trim_oversized: cut the middle of a prompt the API found too long, instead of quarantining
+        it (only where a partial input still gives a usable answer).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_rounds: int = Field(default=3, ge=0, le=10)
+    retry: set[RetryCause] = Field(
+        default_factory=lambda: {
+            "api_error",
+            "overloaded_error",
+            "rate_limit_error",
+            "timeout_error",
+            "expired",
+            "canceled",
+            "missing",
+        }
+    )
+    repair_invalid_output: bool = True
+    trim_oversized: bool = False
+
+
+HEALTH_CAUSES = frozenset(
+    {c.value for c in ResultClass if c is not ResultClass.ERRORED} | {k.value for k in ErrorKind}
+)
+
+
+class HealthThreshold(BaseModel):
+    """Shares of a run's results (0..1) above which the run warns or fails."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warn: float | None = Field(default=None, ge=0, le=1)
+    fail: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _warn_below_fail(self) -> HealthThreshold:
+        if self.warn is not None and self.fail is not None and self.warn > self.fail:
+            raise ValueError(f"warn ({self.warn}) is above fail ({self.fail})")
+        return self
+
+
+def _default_thresholds() -> dict[str, HealthThreshold]:
+    return {
+        "invalid_request_error": HealthThreshold(warn=0.01, fail=0.05),
+        "invalid_output": HealthThreshold(warn=0.02, fail=0.10),
+        "expired": HealthThreshold(warn=0.01, fail=0.20),
+    }
+
+
+class HealthSpec(BaseModel):
+    """Thresholds per cause (a result class or an error kind) and how many past runs to compare with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: dict[str, HealthThreshold] = Field(default_factory=_default_thresholds)
+    trailing_runs: int = Field(default=7, ge=1, le=90)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_causes(cls, value: dict[str, HealthThreshold]) -> dict[str, HealthThreshold]:
+        unknown = sorted(set(value) - HEALTH_CAUSES)
+        if unknown:
+            raise ValueError(
+                f"unknown cause(s) {', '.join(unknown)}; use one of {', '.join(sorted(HEALTH_CAUSES))}"
+            )
+        return value
+
+
+class BudgetSpec(BaseModel):
+    """A ceiling on the projected cost of one run.
+
+    :param usd: the ceiling in US dollars.
+    :param action: ``fail`` stops the run before the bulk spend; ``warn`` logs and goes on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    usd: float = Field(gt=0)
+    action: Literal["fail", "warn"] = "fail"
+
+
+class WorkloadSpec(BaseModel):
+    """One bulk Claude workload. Field order matters: later fields are checked against earlier ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    owner: str = "airflow"
+    tags: list[str] = Field(default_factory=list)
+    schedule: str | None = None
+    input: InputSpec
+    input_schema: str
+    business_key: list[str] = Field(min_length=1)
+    custom_id_prefix: str
+    text_fields: list[str] = Field(min_length=1)
+    stratify_by: str | None = None
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    context_window_tokens: int = Field(default=DEFAULT_CONTEXT_WINDOW_TOKENS, ge=1)
+    max_request_bytes: ByteSize = Field(default=ByteSize(1_000_000), ge=1)
+    prompt: PromptSpec
+    output_schema: str
+    sample: SampleSpec = Field(default_factory=SampleSpec)
+    sharding: ShardingSpec = Field(default_factory=ShardingSpec)
+    deadline: DeadlineSpec
+    routing: RoutingSpec = Field(default_factory=RoutingSpec)
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec)
+    prices: list[ModelPrice] = Field(default_factory=list)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+    budget: BudgetSpec | None = None
+
+    _base_dir: Path = PrivateAttr(default=WORKLOADS_DIR)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_an_identifier(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError(
+                "use lowercase letters, digits and underscores, starting with a letter (it names the DAG)"
+            )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_or_preset(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("@") or len(value.split()) == 5):
+            raise ValueError(f"{value!r} is neither a 5-field cron expression nor a preset like @daily")
+        return value
+
+    @field_validator("input_schema", "output_schema")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        return _check_import_path(value)
+
+    @field_validator("business_key")
+    @classmethod
+    def _key_fields_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        _require_fields(info.data.get("input_schema"), value, "business key field(s)")
+        return value
+
+    @field_validator("custom_id_prefix")
+    @classmethod
+    def _prefix_fits(cls, value: str) -> str:
+        if not _PREFIX.fullmatch(value):
+            raise ValueError(
+                "1 to 24 letters, digits or underscores (custom_ids allow [a-zA-Z0-9_-], 64 at most)"
+            )
+        return value
+
+    @field_validator("text_fields")
+    @classmethod
+    def _text_fields_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        _require_fields(info.data.get("input_schema"), value, "text field(s)")
+        return value
+
+    @field_validator("stratify_by")
+    @classmethod
+    def _stratum_field_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            _require_fields(info.data.get("input_schema"), [value], "stratify_by field")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _templates_usable(cls, value: PromptSpec, info: ValidationInfo) -> PromptSpec:
+        base_dir = _base_dir_of(info)
+        system = _parse_template(base_dir, value.system, "system")
+        if jinja2.meta.find_undeclared_variables(system):
+            raise ValueError(
+                "the system template must not use variables: it is the prefix every request shares "
+                f"(found {', '.join(sorted(jinja2.meta.find_undeclared_variables(system)))})"
+            )
+        user = _parse_template(base_dir, value.user, "user")
+        others = jinja2.meta.find_undeclared_variables(user) - {"record"}
+        if others:
+            raise ValueError(f"the user template may only use 'record', found {', '.join(sorted(others))}")
+        used = sorted(
+            {n.attr for n in user.find_all(jinja2.nodes.Getattr) if getattr(n.node, "name", None) == "record"}
+        )
+        _require_fields(info.data.get("input_schema"), used, "the user template reads record field(s)")
+        return value
+
+    @field_validator("sample")
+    @classmethod
+    def _expectation_fields_exist(cls, value: SampleSpec, info: ValidationInfo) -> SampleSpec:
+        for expectation in value.expectations:
+            _require_fields(info.data.get("output_schema"), [expectation.field], "expectation field")
+            if expectation.equals_input_field is not None:
+                _require_fields(
+                    info.data.get("input_schema"), [expectation.equals_input_field], "equals_input_field"
+                )
+        return value
+
+    @field_validator("sharding")
+    @classmethod
+    def _one_request_fits_a_shard(cls, value: ShardingSpec, info: ValidationInfo) -> ShardingSpec:
+        max_request = info.data.get("max_request_bytes")
+        if max_request is not None and max_request > value.target_bytes:
+            raise ValueError(
+                f"target_bytes ({value.target_bytes}) is below max_request_bytes ({max_request}): "
+                "a request of the allowed size would not fit in a shard"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _remember_base_dir(self, info: ValidationInfo) -> WorkloadSpec:
+        self._base_dir = _base_dir_of(info)
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder the prompt template paths are relative to (the spec file's folder)."""
+        return self._base_dir
+
+    def input_model(self) -> type[BaseModel]:
+        """The pydantic model of one input record."""
+        return import_model(self.input_schema)
+
+    def output_model(self) -> type[BaseModel]:
+        """The pydantic model the answer to one request must validate against."""
+        return import_model(self.output_schema)
+
+    def template_path(self, which: Literal["system", "user"]) -> Path:
+        return self._base_dir / getattr(self.prompt, which)
+
+    def run_date(self, logical_date: datetime) -> date:
+        """The run's date in the deadline's zone: the date in custom_ids and in the uri's ``{ds}``."""
+        if logical_date.tzinfo is None:
+            raise ValueError("logical_date must be timezone-aware")
+        return logical_date.astimezone(self.deadline.zone).date()
+
+    def deadline_for(self, logical_date: datetime) -> datetime:
+        """See ``DeadlineSpec.deadline_for``."""
+        return self.deadline.deadline_for(logical_date)
+
+    def price_table(self) -> PriceTable:
+        """The default prices with this spec's rows taking precedence."""
+        return default_price_table().with_overrides(self.prices)
+
+
+def _base_dir_of(info: ValidationInfo) -> Path:
+    context = info.context or {}
+    return Path(context.get("base_dir", WORKLOADS_DIR))
+
+
+def _parse_template(base_dir: Path, relative: str, which: str) -> jinja2.nodes.Template:
+    path = base_dir / relative
+    if not path.is_file():
+        raise ValueError(f"{which} template {relative!r} not found in {base_dir}")
+    try:
+        return jinja2.Environment().parse(path.read_text(encoding="utf-8"))
+    except jinja2.TemplateSyntaxError as error:
+        raise ValueError(f"{which} template {relative!r} line {error.lineno}: {error.message}") from error
+
+
+def _readable_problem(error: dict[str, Any]) -> str:
+    where = ""
+    for part in error["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    message = error["msg"].removeprefix("Value error, ")
+    shown = error.get("input")
+    if error["type"] not in ("missing", "value_error") and not isinstance(shown, dict | list):
+        message += f" (got {shown!r})"
+    return f"{where}: {message}" if where else message
+
+
+def parse_workload(data: Any, source: str = "<spec>", base_dir: Path = WORKLOADS_DIR) -> WorkloadSpec:
+    """Validate an already-parsed spec mapping; ``base_dir`` is where its template paths start."""
+    if not isinstance(data, dict):
+        raise WorkloadSpecError(source, [f"the spec must be a mapping of fields, got {type(data).__name__}"])
+    try:
+        return WorkloadSpec.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise WorkloadSpecError(source, [_readable_problem(e) for e in error.errors()]) from None
+
+
+def bundled_workload_names() -> list[str]:
+    """Names of the specs shipped in ``WORKLOADS_DIR``."""
+    return sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml"))
+
+
+def load_workload(name_or_path: str | Path) -> WorkloadSpec:
+    """A bundled workload by name (``loan_disclosure_review``) or any spec file by path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = WORKLOADS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise WorkloadSpecError(
+                str(name_or_path), [f"no such workload; bundled: {', '.join(bundled_workload_names())}"]
+            )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise WorkloadSpecError(str(path), [f"cannot read the file: {error}"]) from error
+    except yaml.YAMLError as error:
+        raise WorkloadSpecError(str(path), [f"not valid YAML: {error}"]) from error
+    return parse_workload(data, str(path), path.resolve().parent)
+
+
+def prompt_fingerprint(spec: WorkloadSpec) -> str:
+    """A hash of everything that decides what the model answers: templates, model, max_tokens, schema.
+
+    Two runs with the same fingerprint send the same prompts to the same model for the same shape of
+    answer, so a sample that passed for one vouches for the other (and may be smaller).
+    """
+    digest = hashlib.sha256()
+    for part in (
+        spec.template_path("system").read_text(encoding="utf-8"),
+        spec.template_path("user").read_text(encoding="utf-8"),
+        spec.model,
+        str(spec.max_tokens),
+        json.dumps(spec.output_model().model_json_schema(), sort_keys=True),
+    ):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
