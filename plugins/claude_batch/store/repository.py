@@ -590,7 +590,7 @@ class Store:
             .group_by(QuarantineEntry.failure_class)
         )
         with self._reading() as session:
-            return {failure_class: count for failure_class, count in session.execute(stmt).tuples()}
+            return {failure_class: count for failure_class, count in session.execute(stmt)}
 
     # Sample validations
 

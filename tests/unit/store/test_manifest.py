@@ -1,0 +1,91 @@
+"""Shards and the manifest: idempotent writes, streaming reads, bulk at speed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from claude_batch.store import ManifestRow, RunRecord, ShardRecord, Store, UnknownRunError
+
+BULK_ROWS = 20_000
+# Generous: the point is "seconds, not minutes" on a slow CI disk; a row-by-row write takes far longer.
+BULK_SECONDS = 15.0
+
+
+def _entries(count: int, shard_size: int = 1_000) -> Iterator[ManifestRow]:
+    for position in range(count):
+        yield ManifestRow(
+            custom_id=f"loan-2026-06-07-{position:06d}",
+            business_key=f"LF-{position:06d}",
+            shard_index=position // shard_size,
+            position=position,
+        )
+
+
+def test_recording_shards_again_replaces_them(store: Store, run: RunRecord) -> None:
+    first = [
+        ShardRecord(shard_index=i, uri=f"file:///tmp/a/{i}.jsonl", request_count=10, byte_size=99)
+        for i in (0, 1)
+    ]
+    store.record_shards(run.id, first)
+    redone = ShardRecord(shard_index=1, uri="file:///tmp/b/1.jsonl", request_count=12, byte_size=120)
+
+    store.record_shards(run.id, [redone])
+    store.record_shards(run.id, [])
+
+    assert store.shards(run.id) == [first[0], redone]
+
+
+def test_adding_the_manifest_twice_keeps_one_entry_per_custom_id(store: Store, run: RunRecord) -> None:
+    assert store.add_manifest(run.id, _entries(2_500)) == 2_500
+    assert store.add_manifest(run.id, _entries(2_500)) == 2_500
+
+    assert store.manifest_count(run.id) == 2_500
+
+
+def test_manifest_lookup_returns_only_known_custom_ids(store: Store, run: RunRecord) -> None:
+    store.add_manifest(run.id, _entries(3_000))
+    wanted = [f"loan-2026-06-07-{position:06d}" for position in range(0, 3_000, 2)] + ["loan-unknown"]
+
+    found = store.manifest_lookup(run.id, iter(wanted))
+
+    assert len(found) == 1_500
+    assert "loan-unknown" not in found
+    assert found["loan-2026-06-07-002998"] == ManifestRow(
+        custom_id="loan-2026-06-07-002998", business_key="LF-002998", shard_index=2, position=2998
+    )
+
+
+def test_manifest_of_a_run_is_invisible_to_another_run(store: Store, run: RunRecord) -> None:
+    other = store.open_run("document_tagging", run.logical_date, "other")
+    store.add_manifest(run.id, _entries(10))
+
+    assert store.manifest_count(other.id) == 0
+    assert store.manifest_lookup(other.id, ["loan-2026-06-07-000001"]) == {}
+
+
+def test_iter_manifest_streams_one_shard_in_input_order(store: Store, run: RunRecord) -> None:
+    store.add_manifest(run.id, reversed(list(_entries(3_000))))
+
+    positions = [entry.position for entry in store.iter_manifest(run.id, shard_index=1)]
+
+    assert positions == list(range(1_000, 2_000))
+    assert sum(1 for _ in store.iter_manifest(run.id)) == 3_000
+
+
+def test_manifest_of_an_unknown_run_is_refused(store: Store) -> None:
+    with pytest.raises(UnknownRunError):
+        store.add_manifest(404, _entries(1))
+
+
+def test_bulk_manifest_of_twenty_thousand_entries_is_fast(store: Store, run: RunRecord) -> None:
+    started = time.perf_counter()
+    store.add_manifest(run.id, _entries(BULK_ROWS))
+    found = store.manifest_lookup(run.id, (f"loan-2026-06-07-{p:06d}" for p in range(BULK_ROWS)))
+    elapsed = time.perf_counter() - started
+
+    assert store.manifest_count(run.id) == BULK_ROWS
+    assert len(found) == BULK_ROWS
+    assert elapsed < BULK_SECONDS

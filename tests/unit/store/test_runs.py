@@ -1,0 +1,80 @@
+"""Runs: one per workload and logical date, reopened by a re-run, closed with a report."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy.exc import StatementError
+
+from claude_batch.store import RunRecord, Store, UnknownRunError
+from tests.unit.store.conftest import LOGICAL_DATE
+
+
+def test_rerun_of_a_date_reopens_the_same_run_with_the_new_dag_run(store: Store) -> None:
+    first = store.open_run("loan_review", LOGICAL_DATE, "scheduled__1", params={"limit": 10})
+    store.finish_run(first.id, "failed", {"reason": "deadline"})
+
+    again = store.open_run("loan_review", LOGICAL_DATE, "manual__2", params={"limit": 20})
+
+    assert again.id == first.id
+    assert again.dag_run_id == "manual__2"
+    assert again.status == "running"
+    assert again.finished_at is None
+    assert again.params == {"limit": 20}
+    assert again.created_at == first.created_at
+    assert store.recent_runs("loan_review") == [again]
+
+
+def test_other_dates_and_workloads_get_their_own_runs(store: Store) -> None:
+    runs = [
+        store.open_run("loan_review", LOGICAL_DATE, "a"),
+        store.open_run("loan_review", LOGICAL_DATE + timedelta(days=1), "b"),
+        store.open_run("document_tagging", LOGICAL_DATE, "c"),
+    ]
+
+    assert len({run.id for run in runs}) == 3
+
+
+def test_recent_runs_are_newest_date_first_and_limited(store: Store) -> None:
+    for day in range(5):
+        store.open_run("loan_review", date(2026, 6, 1) + timedelta(days=day), f"run-{day}")
+    store.open_run("document_tagging", date(2026, 6, 9), "other")
+
+    recent = store.recent_runs("loan_review", limit=3)
+
+    assert [run.logical_date for run in recent] == [date(2026, 6, 5), date(2026, 6, 4), date(2026, 6, 3)]
+
+
+def test_finish_run_keeps_status_report_and_end_time(store: Store, run: RunRecord) -> None:
+    report = {"counts": {"succeeded": 98, "quarantined": 2}, "cost_usd": 1.25, "levers": ["batch"]}
+
+    finished = store.finish_run(run.id, "succeeded", report)
+
+    assert finished.status == "succeeded"
+    assert finished.report == report
+    assert finished.finished_at is not None
+    assert store.get_run(run.id) == finished
+
+
+def test_deadline_round_trips_as_an_aware_utc_datetime(store: Store) -> None:
+    paris_summer = timezone(timedelta(hours=2))
+    deadline = datetime(2026, 6, 8, 8, 0, tzinfo=paris_summer)
+
+    opened = store.open_run("loan_review", LOGICAL_DATE, "a", deadline=deadline)
+
+    assert opened.deadline == deadline
+    assert opened.deadline is not None and opened.deadline.tzinfo == UTC
+    assert opened.created_at.tzinfo == UTC
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(StatementError, match="naive datetime"):
+        store.open_run("loan_review", LOGICAL_DATE, "a", deadline=datetime(2026, 6, 8, 8, 0))
+
+
+def test_unknown_run_is_reported_by_id(store: Store) -> None:
+    with pytest.raises(UnknownRunError, match="no run 404"):
+        store.get_run(404)
+    with pytest.raises(UnknownRunError):
+        store.finish_run(404, "failed", {})
