@@ -44,7 +44,8 @@ def custom_id_for(prefix: str, key_values: Sequence[KeyValue], logical_date: dat
     """The custom_id of a record: ``<prefix>-<YYYY-MM-DD>-<key>``, hashed when the key does not fit.
 
     Values are compared as text, so ``114829`` and ``"114829"`` are the same key (as in the manifest
-    and the outputs table).
+    and the outputs table). All keys of one workload have the same number of parts (the spec's
+    ``business_key``), which is what keeps readable ids of distinct keys distinct.
     """
     if not _PREFIX.fullmatch(prefix):
         raise ValueError(f"custom_id prefix {prefix!r} must be 1 to 24 letters, digits or underscores")

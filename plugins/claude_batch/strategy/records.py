@@ -123,7 +123,9 @@ def read_csv(source: ReadablePath) -> Iterator[RecordRead]:
     """One ``RecordRead`` per data row, keyed by the header row; cells are strings."""
     with source.open("rb") as raw:
         lines = _Utf8Lines(iter(raw))
-        reader = csv.reader(lines)
+        # strict: a malformed row (stray quote, file ending inside a quoted cell) is reported
+        # instead of being read as something it is not; the reader resumes at the next line.
+        reader = csv.reader(lines, strict=True)
         header: list[str] | None = None
         while True:
             start = reader.line_num + 1

@@ -5,19 +5,20 @@ The rules, in order:
 1. A person waits for the answer (interactive) → sync: a batch may take up to 24 h.
 2. Nothing to send → sync (there is no batch of zero requests).
 3. The deadline is closer than the expected batch latency plus the safety margin → sync, when sync
-   finishes in time. When even sync would finish after the deadline, the route that is projected to
-   finish first wins and the decision is flagged ``deadline_at_risk``: sending 50,000 requests at
-   50 a minute "to be safe" would finish later than the batch it avoided.
+   finishes in time. When sync would finish after the deadline, a batch still expected in time goes
+   ahead (without its full margin); when neither is, the route projected to finish first wins and
+   the decision is flagged ``deadline_at_risk``: sending 50,000 requests at 50 a minute "to be safe"
+   would finish later than the batch it avoided.
 4. Fewer requests than ``min_batch_volume`` → sync: the saving is too small to be worth the wait.
 5. Otherwise → batch, for the 50 % discount.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from claude_batch.strategy.spec import RoutingSpec
 
@@ -48,6 +49,13 @@ class StepFacts(BaseModel):
     batch_safety_margin: timedelta
     sync_requests_per_minute: float = Field(gt=0)
     min_batch_volume: int = Field(ge=0)
+
+    @field_validator("deadline", "now")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # Arithmetic between two datetimes of one zone is wall-clock arithmetic, wrong across a DST
+        # change; in UTC it is exact.
+        return None if value is None else value.astimezone(UTC)
 
     @property
     def sync_duration(self) -> timedelta:
@@ -145,6 +153,12 @@ def decide_route(facts: StepFacts) -> RoutingDecision:
             )
             if sync_finish <= facts.deadline:
                 return decision(Route.SYNC, f"{too_close}; {sync_numbers}, in time")
+            if batch_finish <= facts.deadline:
+                return decision(
+                    Route.BATCH,
+                    f"{too_close}, but sync misses it ({sync_numbers}); a batch is expected by "
+                    f"{_at(batch_finish)}, in time without the full margin",
+                )
             at_risk = f"DEADLINE AT RISK: {too_close}, and even sync misses it ({sync_numbers})"
             if batch_finish < sync_finish:
                 return decision(

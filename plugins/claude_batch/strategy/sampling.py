@@ -61,6 +61,8 @@ def select_sample(
     low-cardinality field by design); at the end every stratum gets its share of ``size`` and
     contributes its lowest-priority records. Same input, same seed: same sample.
     """
+    if size <= 0:
+        return []
     rng = random.Random(seed)
     kept: dict[str, list[tuple[float, int, ValidRecord]]] = {}
     counts: Counter[str] = Counter()
@@ -74,8 +76,6 @@ def select_sample(
             heapq.heappush(heap, (-priority, arrival, item))
         elif -heap[0][0] > priority:
             heapq.heapreplace(heap, (-priority, arrival, item))
-    if size <= 0 or not counts:
-        return []
     chosen: list[tuple[int, ValidRecord]] = []
     for stratum, share in _allocate(counts, size).items():
         lowest = sorted(kept[stratum], key=lambda entry: -entry[0])[:share]

@@ -275,7 +275,9 @@ class DeadlineSpec(BaseModel):
         With Airflow 3's cron timetables the logical date is the moment the run is due, so a nightly
         run due at 01:00 with an 08:00 deadline must publish by 08:00 the same morning, and a run due
         at 09:00 (or triggered by hand at 09:00) has until 08:00 the next day. The result is aware,
-        in the deadline's zone; a nonexistent local time (DST gap) falls an hour later, as zoneinfo does.
+        in the deadline's zone, for readable logs; a nonexistent local time (DST gap) falls an hour
+        later, as zoneinfo does. Python subtracts two datetimes of one zone as wall-clock times, so
+        do arithmetic against UTC datetimes (``routing.StepFacts`` converts to UTC for that reason).
         """
         if logical_date.tzinfo is None:
             raise ValueError("logical_date must be timezone-aware")

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from claude_batch.strategy.requests import build_params, request_builder
+from claude_batch.strategy.spec import WorkloadSpec, parse_workload
+from claude_workloads.loan_disclosure_review import LoanFile
+from tests.unit.strategy.helpers import loan, make_spec, spec_data
+
+
+def test_params_are_exactly_the_messages_api_params(loan_spec: WorkloadSpec) -> None:
+    params = build_params(loan_spec, loan("114829", text="NOTICE OF RIGHT TO CANCEL\nYou may cancel."))
+    assert set(params) == {"model", "max_tokens", "system", "messages"}
+    assert (params["model"], params["max_tokens"]) == ("claude-sonnet-4-5", 1024)
+    assert params["messages"] == [
+        {
+            "role": "user",
+            "content": '<loan_file id="114829">\nNOTICE OF RIGHT TO CANCEL\nYou may cancel.\n</loan_file>',
+        }
+    ]
+
+
+def test_cached_system_prefix_is_one_text_block_with_the_1h_ttl(loan_spec: WorkloadSpec) -> None:
+    (block,) = build_params(loan_spec, loan("1"))["system"]
+    assert block["type"] == "text"
+    assert block["text"].startswith("You are a compliance reviewer")
+    assert block["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+
+
+def test_5_minute_cache_uses_the_default_ttl() -> None:
+    spec = make_spec(prompt={"cache_ttl": "5m"})
+    assert build_params(spec, loan("1"))["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+def test_uncached_system_prompt_carries_no_cache_control() -> None:
+    spec = make_spec(prompt={"cache_system_prefix": False})
+    assert "cache_control" not in build_params(spec, loan("1"))["system"][0]
+
+
+def test_every_request_shares_a_byte_identical_system_prefix(loan_spec: WorkloadSpec) -> None:
+    first, second = (build_params(loan_spec, loan(key))["system"] for key in ("1", "2"))
+    assert first == second
+
+
+def test_a_validated_record_and_its_mapping_render_the_same(loan_spec: WorkloadSpec) -> None:
+    record = loan("42", text="x")
+    assert build_params(loan_spec, LoanFile.model_validate(record)) == build_params(loan_spec, record)
+
+
+def test_returned_params_can_be_changed_without_touching_the_next_ones(loan_spec: WorkloadSpec) -> None:
+    params = build_params(loan_spec, loan("1"))
+    params["system"][0]["cache_control"]["ttl"] = "5m"
+    assert build_params(loan_spec, loan("1"))["system"][0]["cache_control"]["ttl"] == "1h"
+
+
+def test_templates_are_loaded_once_per_prompt(loan_spec: WorkloadSpec) -> None:
+    assert request_builder(loan_spec) is request_builder(loan_spec)
+
+
+def test_an_undefined_value_fails_instead_of_rendering_empty(tmp_path: Path) -> None:
+    (tmp_path / "system.j2").write_text("Review.")
+    (tmp_path / "user.j2").write_text("{{ record.text.nonexistent }}")
+    data = spec_data()
+    data["prompt"] = {"system": "system.j2", "user": "user.j2"}
+    spec = parse_workload(data, base_dir=tmp_path)
+    with pytest.raises(jinja2.UndefinedError):
+        build_params(spec, loan("1"))
