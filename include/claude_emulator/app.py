@@ -37,7 +37,8 @@ BATCH_BODY_LIMIT = 256 * 1024 * 1024
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _REQUEST_ID = "claude_emulator.request_id"
 _CONNECTION = "claude_emulator.connection"
-_RESULT_LINES_PER_CHUNK = 2000
+_RESULT_CHUNKS_PER_READ = 4
+_STREAM_WRITE_BUFFER = 16 * 1024 * 1024
 
 
 class ClientConnection:
@@ -60,6 +61,10 @@ class ClientConnection:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
+
+    def buffer_generously(self) -> None:
+        """Let a long response queue several chunks, so the next is read while the kernel sends."""
+        self._cycle.transport.set_write_buffer_limits(high=_STREAM_WRITE_BUFFER)
 
     def close(self) -> None:
         """Close the connection after what was already sent, leaving the response unfinished."""
@@ -298,22 +303,26 @@ def _api_routes() -> APIRouter:
             emulator.record_http_fault("results", fault)
             cut_after = record.request_count // 2
         connection: ClientConnection = request.scope[_CONNECTION]
+        connection.buffer_generously()
 
         async def jsonl() -> AsyncIterator[bytes]:
-            # Read from the state a chunk at a time: memory holds one chunk, whatever the batch size.
-            position, sent = -1, 0
+            # A few stored chunks per read: memory holds those, whatever the batch size.
+            last_chunk, sent = -1, 0
             while rows := await run_in_threadpool(
-                emulator.state.result_lines, record.seq, position, _RESULT_LINES_PER_CHUNK
+                emulator.state.result_chunks, record.seq, last_chunk, _RESULT_CHUNKS_PER_READ
             ):
-                position = rows[-1][0]
-                lines = [line for _, line in rows]
-                if cut_after is not None and sent + len(lines) > cut_after:
-                    kept, cut = lines[: cut_after - sent], lines[cut_after - sent]
-                    yield ("".join(line + "\n" for line in kept) + cut[: len(cut) // 2]).encode()
+                last_chunk = rows[-1][0]
+                line_count = sum(count for _, count, _ in rows)
+                data = b"".join(jsonl for _, _, jsonl in rows)
+                if cut_after is not None and sent + line_count > cut_after:
+                    lines = data.split(b"\n")
+                    whole = cut_after - sent
+                    cut_line = lines[whole]
+                    yield b"".join(line + b"\n" for line in lines[:whole]) + cut_line[: len(cut_line) // 2]
                     connection.close()
                     return
-                sent += len(lines)
-                yield ("\n".join(lines) + "\n").encode()
+                sent += line_count
+                yield data
 
         return StreamingResponse(jsonl(), media_type="application/x-jsonl")
 

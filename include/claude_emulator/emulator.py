@@ -63,8 +63,13 @@ _RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 
 
 def new_id(prefix: str) -> str:
-    """An id shaped like the API's (``msgbatch_01…``, ``msg_01…``, ``req_01…``)."""
-    return prefix + "01" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
+    """An id shaped like the API's (``msgbatch_01…``, ``msg_01…``, ``req_01…``): 22 random base62 digits."""
+    number = int.from_bytes(secrets.token_bytes(17))
+    digits = []
+    for _ in range(22):
+        number, digit = divmod(number, 62)
+        digits.append(_ID_ALPHABET[digit])
+    return prefix + "01" + "".join(digits)
 
 
 @dataclass(frozen=True)
@@ -270,18 +275,19 @@ class Emulator:
         self.state.clear_results(record.seq)
         outcomes: Counter[str] = Counter()
         counters: Counter[str] = Counter()
-        position = 0
+        chunk = 0
         after = (-1.0, -1)
         while pending := self.state.pending_requests(record.seq, after, _PROCESSING_CHUNK):
-            rows = []
+            lines = []
             with self.state.transaction() as connection:
                 for request in pending:
                     result = self._batch_result(connection, record, request, counters)
                     outcomes[result.type] += 1
-                    line = BatchResultLine(custom_id=request.custom_id, result=result)
-                    rows.append((record.seq, position, line.model_dump_json()))
-                    position += 1
-                self.state.insert_results(connection, rows)
+                    lines.append(
+                        BatchResultLine(custom_id=request.custom_id, result=result).model_dump_json()
+                    )
+                self.state.insert_result_chunk(connection, record.seq, chunk, lines)
+            chunk += 1
             after = (pending[-1].completion, pending[-1].position)
         counters.update({f"batch_results:{kind}": count for kind, count in outcomes.items()})
         self.state.finish_batch(record.seq, ended_at, dict(outcomes), dict(counters))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from claude_emulator.errors import ApiError, invalid_request
-from claude_emulator.tokens import MODELS, ModelSpec, PromptLayout, count_cache_markers, prompt_layout
+from claude_emulator.tokens import MODELS, ModelSpec, PromptLayout, prompt_layout
 
 # The fields of CreateMessageParams and CountMessageTokensParams in the OpenAPI spec; both refuse others.
 MESSAGE_FIELDS = frozenset(
@@ -96,8 +96,8 @@ def _check_messages(messages: Any) -> None:
             _check_blocks(f"messages.{index}.content", message["content"])
 
 
-def _check_prompt(params: dict[str, Any], allowed: frozenset[str]) -> tuple[str, ModelSpec]:
-    """Checks what Messages and count_tokens share; returns the model and its limits."""
+def _check_prompt(params: dict[str, Any], allowed: frozenset[str]) -> tuple[str, ModelSpec, PromptLayout]:
+    """Checks what Messages and count_tokens share; returns the model, its limits and the prompt's layout."""
     for field in params:
         if field not in allowed:
             raise invalid_request(f"{field}: Extra inputs are not permitted")
@@ -113,31 +113,27 @@ def _check_prompt(params: dict[str, Any], allowed: frozenset[str]) -> tuple[str,
     tools = params.get("tools")
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         raise invalid_request("tools: Input should be a valid list of tool definitions")
-    markers = count_cache_markers(params)
-    if markers > MAX_CACHE_MARKERS:
+    layout = prompt_layout(model, params)
+    if layout.marked_blocks > MAX_CACHE_MARKERS:
         raise invalid_request(
-            f"A maximum of {MAX_CACHE_MARKERS} blocks with cache_control may be provided. Found {markers}."
+            f"A maximum of {MAX_CACHE_MARKERS} blocks with cache_control may be provided. "
+            f"Found {layout.marked_blocks}."
         )
     spec = MODELS.get(model)
     if spec is None:
         raise ApiError("not_found_error", f"model: {model}")
-    return model, spec
-
-
-def _checked_layout(model: str, spec: ModelSpec, params: dict[str, Any]) -> PromptLayout:
-    layout = prompt_layout(model, params)
     if layout.total_tokens > spec.context_window:
         raise invalid_request(
             f"prompt is too long: {layout.total_tokens} tokens > {spec.context_window} maximum"
         )
-    return layout
+    return model, spec, layout
 
 
 def validate_message_params(params: Any, *, in_batch: bool) -> MessageRequest:
     """The request, or ApiError saying what the API would refuse."""
     if not isinstance(params, dict):
         raise invalid_request("params: Input should be a valid dictionary")
-    model, spec = _check_prompt(params, MESSAGE_FIELDS)
+    model, spec, layout = _check_prompt(params, MESSAGE_FIELDS)
     max_tokens = params.get("max_tokens")
     if max_tokens is None:
         raise invalid_request("max_tokens: Field required")
@@ -156,7 +152,6 @@ def validate_message_params(params: Any, *, in_batch: bool) -> MessageRequest:
             if in_batch
             else "stream: the Claude emulator does not stream; call the Messages API without stream=True"
         )
-    layout = _checked_layout(model, spec, params)
     users = [message for message in params["messages"] if message["role"] == "user"]
     prompt = Prompt(
         model=model,
@@ -170,5 +165,5 @@ def count_prompt_tokens(params: Any) -> int:
     """Input tokens of a count_tokens request, or ApiError."""
     if not isinstance(params, dict):
         raise invalid_request("body: Input should be a valid dictionary")
-    model, spec = _check_prompt(params, COUNT_TOKENS_FIELDS)
-    return _checked_layout(model, spec, params).total_tokens
+    _, _, layout = _check_prompt(params, COUNT_TOKENS_FIELDS)
+    return layout.total_tokens

@@ -12,7 +12,6 @@ A workload adds its own with :func:`register_responder`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from claude_emulator.params import Prompt
@@ -21,17 +20,32 @@ from claude_workloads.loan_disclosure_review import DISCLOSURE_HEADINGS, Disclos
 
 Responder = Callable[[Prompt], str | None]
 
-_LOAN_FILE = re.compile(r'<loan_file id="([^"]*)">\n(.*?)\n</loan_file>', re.DOTALL)
-_DOCUMENT = re.compile(r'<document id="([^"]*)">(.*?)(?:</document>|\Z)', re.DOTALL)
 # A document that mentions no keyword still gets a tag, as a model would pick the closest one.
 _FALLBACK_TAG = Tag.OPERATIONS
 
 
-def loan_review_responder(prompt: Prompt) -> str | None:
-    match = _LOAN_FILE.search(prompt.user)
-    if match is None:
+def _tagged(text: str, tag: str) -> tuple[str, str] | None:
+    """(id, body) of the first ``<tag id="ID">body</tag>`` in `text`; the body runs to the end if unclosed.
+
+    A plain search rather than a regular expression: it runs for every request of a batch.
+    """
+    opening = f'<{tag} id="'
+    start = text.find(opening)
+    if start < 0:
         return None
-    loan_file_id, text = match.groups()
+    id_end = text.find('">', start + len(opening))
+    if id_end < 0:
+        return None
+    body_start = id_end + 2
+    body_end = text.find(f"</{tag}>", body_start)
+    return text[start + len(opening) : id_end], text[body_start : body_end if body_end >= 0 else len(text)]
+
+
+def loan_review_responder(prompt: Prompt) -> str | None:
+    found = _tagged(prompt.user, "loan_file")
+    if found is None:
+        return None
+    loan_file_id, text = found
     lines = {line.strip() for line in text.splitlines()}
     missing = [disclosure for disclosure in Disclosure if DISCLOSURE_HEADINGS[disclosure] not in lines]
     if missing:
@@ -52,10 +66,10 @@ def loan_review_responder(prompt: Prompt) -> str | None:
 
 
 def document_tagging_responder(prompt: Prompt) -> str | None:
-    match = _DOCUMENT.search(prompt.user)
-    if match is None:
+    found = _tagged(prompt.user, "document")
+    if found is None:
         return None
-    doc_id, text = match.groups()
+    doc_id, text = found
     lowered = text.lower()
     mentions = {tag: sum(lowered.count(word) for word in TAG_KEYWORDS[tag]) for tag in Tag}
     ranked = sorted((tag for tag in Tag if mentions[tag]), key=lambda tag: -mentions[tag])

@@ -42,9 +42,10 @@ CREATE TABLE IF NOT EXISTS batch_requests (
 CREATE INDEX IF NOT EXISTS batch_requests_by_completion ON batch_requests (batch_seq, completion, position);
 CREATE TABLE IF NOT EXISTS batch_results (
     batch_seq INTEGER NOT NULL,
-    position INTEGER NOT NULL,
-    line TEXT NOT NULL,
-    PRIMARY KEY (batch_seq, position)
+    chunk INTEGER NOT NULL,
+    line_count INTEGER NOT NULL,
+    jsonl BLOB NOT NULL,
+    PRIMARY KEY (batch_seq, chunk)
 );
 CREATE TABLE IF NOT EXISTS submissions (
     scope TEXT NOT NULL,
@@ -272,8 +273,12 @@ class EmulatorState:
             connection.execute("DELETE FROM batch_results WHERE batch_seq = ?", (seq,))
 
     @staticmethod
-    def insert_results(connection: sqlite3.Connection, rows: list[tuple[int, int, str]]) -> None:
-        connection.executemany("INSERT INTO batch_results (batch_seq, position, line) VALUES (?, ?, ?)", rows)
+    def insert_result_chunk(connection: sqlite3.Connection, seq: int, chunk: int, lines: list[str]) -> None:
+        """Store consecutive result lines as one JSONL blob: streaming then reads a row per chunk."""
+        connection.execute(
+            "INSERT INTO batch_results (batch_seq, chunk, line_count, jsonl) VALUES (?, ?, ?, ?)",
+            (seq, chunk, len(lines), "".join(line + "\n" for line in lines).encode()),
+        )
 
     def finish_batch(
         self, seq: int, ended_at: float, outcomes: dict[str, int], counters: dict[str, int]
@@ -295,13 +300,14 @@ class EmulatorState:
             connection.execute("DELETE FROM batch_requests WHERE batch_seq = ?", (seq,))
             self.add_counters(connection, counters)
 
-    def result_lines(self, seq: int, after_position: int, limit: int) -> list[tuple[int, str]]:
+    def result_chunks(self, seq: int, after_chunk: int, limit: int) -> list[tuple[int, int, bytes]]:
+        """(chunk number, line count, JSONL bytes) of the next `limit` result chunks after `after_chunk`."""
         return (
             self._connection()
             .execute(
-                "SELECT position, line FROM batch_results WHERE batch_seq = ? AND position > ? "
-                "ORDER BY position LIMIT ?",
-                (seq, after_position, limit),
+                "SELECT chunk, line_count, jsonl FROM batch_results WHERE batch_seq = ? AND chunk > ? "
+                "ORDER BY chunk LIMIT ?",
+                (seq, after_chunk, limit),
             )
             .fetchall()
         )

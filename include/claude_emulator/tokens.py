@@ -70,8 +70,11 @@ class CacheBreakpoint:
 
 @dataclass(frozen=True)
 class PromptLayout:
+    """A prompt's size, its cacheable prefixes, and how many blocks it marked with ``cache_control``."""
+
     total_tokens: int
     breakpoints: list[CacheBreakpoint]
+    marked_blocks: int
 
 
 def _canonical(block: Any) -> str:
@@ -124,11 +127,6 @@ def _prompt_units(params: dict[str, Any]) -> list[_Unit]:
     return units
 
 
-def count_cache_markers(params: dict[str, Any]) -> int:
-    """How many blocks carry ``cache_control`` (the API allows at most four)."""
-    return sum(1 for unit in _prompt_units(params) if unit.cache_control)
-
-
 def prompt_layout(model: str, params: dict[str, Any]) -> PromptLayout:
     """The prompt's token count and cacheable prefixes; `params` must already be valid."""
     units = _prompt_units(params)
@@ -144,4 +142,8 @@ def prompt_layout(model: str, params: dict[str, Any]) -> PromptLayout:
             marker = automatic
         if marker:
             breakpoints.append(CacheBreakpoint(running.hexdigest(), total, marker.get("ttl") or "5m"))
-    return PromptLayout(total_tokens=max(total, 1), breakpoints=breakpoints)
+    return PromptLayout(
+        total_tokens=max(total, 1),
+        breakpoints=breakpoints,
+        marked_blocks=sum(1 for unit in units if unit.cache_control),
+    )
