@@ -86,11 +86,12 @@ class Run(Base):
 
 
 class Shard(Base):
-    """A request file cut by the shard stage."""
+    """A request file of a run: cut by the shard stage (round 0) or by recovery (rounds 1, 2, ...)."""
 
     __tablename__ = "shards"
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    round: Mapped[int] = mapped_column(primary_key=True)
     shard_index: Mapped[int] = mapped_column(primary_key=True)
     uri: Mapped[str] = mapped_column(Text)
     request_count: Mapped[int]
@@ -124,16 +125,18 @@ class BatchAttempt(Base):
 
 
 class ManifestEntry(Base):
-    """custom_id ↔ business key, shard and round of one request of a run."""
+    """custom_id ↔ business key, shard and round of one request of a run; round 0 has the input position."""
 
     __tablename__ = "manifest"
+    # Quarantine rows and the exactly-once accounting find a record by its input position.
+    __table_args__ = (Index(None, "run_id", "position"),)
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     custom_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     business_key: Mapped[str] = mapped_column(Text)
-    shard_index: Mapped[int]
-    attempt_round: Mapped[int]
-    position: Mapped[int] = mapped_column(BigInteger)
+    shard: Mapped[int]
+    round: Mapped[int]
+    position: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Output(Base):
@@ -164,13 +167,15 @@ class QuarantineEntry(Base):
     """A record that could not become an output, with its failure class and a reason a person can act on."""
 
     __tablename__ = "quarantine"
-    __table_args__ = (UniqueConstraint("run_id", "record_ref"),)
+    __table_args__ = (UniqueConstraint("run_id", "record_ref"), Index(None, "run_id", "position"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    record_ref: Mapped[str] = mapped_column(String(200))
+    record_ref: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int | None] = mapped_column(BigInteger)
+    custom_id: Mapped[str | None] = mapped_column(String(64))
     business_key: Mapped[str | None] = mapped_column(Text)
-    failure_class: Mapped[str] = mapped_column(String(64))
+    quarantine_class: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int]
     created_at: Mapped[datetime]

@@ -1,7 +1,9 @@
 """What goes into and comes out of the store: frozen pydantic models, never ORM objects.
 
-Failure classes and run statuses are plain strings here, so the strategy's ``StrEnum`` members pass
+Quarantine classes and run statuses are plain strings here, so the strategy's ``StrEnum`` members pass
 straight in; the ledger's own vocabularies (attempt kind and status, output source) are checked.
+ManifestRow and QuarantineRow have the fields of the strategy's ManifestEntry and QuarantineEntry, so
+``ManifestRow.model_validate(entry)`` takes one straight from a manifest or quarantine file.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 AttemptKind = Literal["batch", "sync"]
 # intent → submitted → ended | failed | canceled
@@ -39,9 +41,10 @@ class RunRecord(_Record):
 
 
 class ShardRecord(_Record):
-    """A request file of a run, as cut by the shard stage."""
+    """A request file of a run, cut by the shard stage (round 0) or by a recovery round."""
 
     shard_index: int = Field(ge=0)
+    round: int = Field(default=0, ge=0)
     uri: str
     request_count: int = Field(ge=0)
     byte_size: int = Field(ge=0)
@@ -77,13 +80,17 @@ class AttemptRecord(_Record):
 
 
 class ManifestRow(_Record):
-    """custom_id ↔ business key of one request, with its shard, round and input position."""
+    """custom_id ↔ business key of one request, with its shard and round.
+
+    :param position: the input record's line or row; set in round 0, where each entry is one valid
+        input record (later rounds may leave it out).
+    """
 
     custom_id: str = Field(min_length=1, max_length=64)
     business_key: str
-    shard_index: int = Field(ge=0)
-    position: int = Field(ge=0)
-    attempt_round: int = Field(default=0, ge=0)
+    shard: int = Field(ge=0)
+    round: int = Field(default=0, ge=0)
+    position: int | None = Field(default=None, ge=0)
 
 
 class OutputRow(_Record):
@@ -111,23 +118,39 @@ class OutputRecord(OutputRow):
 
 
 class QuarantineRow(_Record):
-    """A record that will not become an output.
+    """A record that will not become an output, with a reason a person can act on.
 
-    :param record_ref: the record's custom_id when it has one (the manifest is joined on it),
-        otherwise ``line-<position>`` of the input record rejected before it got one.
+    The store identifies the record by its input position; a row without one (a recovery round
+    knows only the custom_id) gets it from the manifest. That keeps a duplicate of a business key,
+    rejected at input with the same custom_id as the record that was sent, a record of its own.
+
+    :param position: line or row of the input, when known.
+    :param custom_id: set once the record had an id.
+    :param attempts: how many times it was sent (0: never).
     """
 
-    record_ref: str = Field(min_length=1, max_length=200)
-    business_key: str | None
-    failure_class: str
+    quarantine_class: str
     reason: str
+    position: int | None = Field(default=None, ge=0)
+    custom_id: str | None = Field(default=None, max_length=64)
+    business_key: str | None = None
     attempts: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _identified(self) -> QuarantineRow:
+        if self.position is None and self.custom_id is None:
+            raise ValueError("a quarantined record needs its input position or its custom_id")
+        return self
 
 
 class QuarantineRecord(QuarantineRow):
-    """A quarantine row as stored."""
+    """A quarantine row as stored.
+
+    :param record_ref: ``position:<n>``, or ``custom_id:<id>`` when no position is known.
+    """
 
     run_id: int
+    record_ref: str
     created_at: datetime
     updated_at: datetime
 
@@ -146,11 +169,14 @@ class SampleValidationRecord(_Record):
 
 
 class Accounting(_Record):
-    """Where every record of a run ended, for the exactly-once check of the run report.
+    """Where the records of a run ended, for the exactly-once check of the run report.
 
-    :param manifest: requests in the manifest (valid input records).
-    :param published: manifest records with a published output.
-    :param quarantined: manifest records in quarantine.
+    Records are the round-0 manifest entries (one per valid input record), matched to outputs by
+    business key and to quarantine rows by input position.
+
+    :param manifest: valid input records, sent as round-0 requests.
+    :param published: of those, the ones with a published output.
+    :param quarantined: of those, the ones in quarantine.
     :param rejected: quarantine rows of input records that never reached the manifest.
     :param unaccounted: manifest records neither published nor quarantined.
     :param double_counted: manifest records both published and quarantined.

@@ -5,8 +5,9 @@ so a 100,000-row call never holds SQLite's single write lock for long and anothe
 interleave. They are idempotent upserts, so a task retried after a crash halfway simply completes.
 
 The rule that keeps "exactly once" true when a recovery round rescues a record: publishing an output
-deletes the quarantine row of the same business key in the run of that workload and logical date,
-in the same transaction. A record is never both published and quarantined by this store's writes.
+deletes, in the same transaction, the quarantine rows of the manifest records with that business key
+in the run of that workload and logical date. Quarantine rows of input records rejected before the
+manifest (a duplicate of the key, say) stay: they are other records.
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ _ATTEMPT_UPDATE_STATUSES = frozenset({"submitted", "ended", "failed", "canceled"
 _MANIFEST_COLUMNS = (
     ManifestEntry.custom_id,
     ManifestEntry.business_key,
-    ManifestEntry.shard_index,
+    ManifestEntry.shard,
+    ManifestEntry.round,
     ManifestEntry.position,
-    ManifestEntry.attempt_round,
 )
 _OUTPUT_UPDATED = (
     "custom_id",
@@ -83,7 +84,7 @@ _OUTPUT_UPDATED = (
     "cache_read_input_tokens",
     "updated_at",
 )
-_QUARANTINE_UPDATED = ("business_key", "failure_class", "reason", "attempts", "updated_at")
+_QUARANTINE_UPDATED = ("custom_id", "business_key", "quarantine_class", "reason", "attempts", "updated_at")
 
 
 def _utcnow() -> datetime:
@@ -231,14 +232,14 @@ class Store:
     # Shards and manifest
 
     def record_shards(self, run_id: int, shards: Iterable[ShardRecord]) -> None:
-        """Record the shard files of a run; recording a shard again replaces its row."""
+        """Record the shard files of a run or of a recovery round; recording a shard again replaces it."""
         rows = [shard.model_dump() | {"run_id": run_id} for shard in shards]
         if not rows:
             return
         table = Shard.__table__
         stmt = self._insert(table)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.run_id, table.c.shard_index],
+            index_elements=[table.c.run_id, table.c.round, table.c.shard_index],
             set_={name: stmt.excluded[name] for name in ("uri", "request_count", "byte_size")},
         )
         with self._writing() as session:
@@ -246,13 +247,17 @@ class Store:
             session.execute(stmt, rows)
 
     def shards(self, run_id: int) -> list[ShardRecord]:
-        """The shard files of a run, by shard index."""
-        stmt = select(Shard).where(Shard.run_id == run_id).order_by(Shard.shard_index)
+        """The shard files of a run, by round then shard index."""
+        stmt = select(Shard).where(Shard.run_id == run_id).order_by(Shard.round, Shard.shard_index)
         with self._reading() as session:
             return [ShardRecord.model_validate(shard) for shard in session.scalars(stmt)]
 
     def add_manifest(self, run_id: int, entries: Iterable[ManifestRow]) -> int:
-        """Stream manifest entries into the store; an entry already there is kept. Returns entries read."""
+        """Stream manifest entries into the store. Returns the number read.
+
+        An entry already there is kept: a custom_id resubmitted by a recovery round stays filed under
+        the round and shard where it first appeared.
+        """
         table = ManifestEntry.__table__
         stmt = self._insert(table).on_conflict_do_nothing(index_elements=[table.c.run_id, table.c.custom_id])
         read = 0
@@ -275,12 +280,16 @@ class Store:
                     found[row.custom_id] = ManifestRow.model_validate(row)
         return found
 
-    def iter_manifest(self, run_id: int, shard_index: int | None = None) -> Iterator[ManifestRow]:
-        """Stream the manifest of a run (or of one shard) in input order, without loading it whole."""
+    def iter_manifest(
+        self, run_id: int, round: int | None = None, shard: int | None = None
+    ) -> Iterator[ManifestRow]:
+        """Stream the manifest of a run, or of one round or shard, in input order, never loading it whole."""
         stmt = select(*_MANIFEST_COLUMNS).where(ManifestEntry.run_id == run_id)
-        if shard_index is not None:
-            stmt = stmt.where(ManifestEntry.shard_index == shard_index)
-        stmt = stmt.order_by(ManifestEntry.position, ManifestEntry.custom_id)
+        if round is not None:
+            stmt = stmt.where(ManifestEntry.round == round)
+        if shard is not None:
+            stmt = stmt.where(ManifestEntry.shard == shard)
+        stmt = stmt.order_by(ManifestEntry.position.nulls_last(), ManifestEntry.custom_id)
         with self._engine.connect() as connection:
             for row in connection.execution_options(yield_per=BULK_CHUNK).execute(stmt):
                 yield ManifestRow.model_validate(row)
@@ -507,8 +516,8 @@ class Store:
     def upsert_outputs(self, workload: str, logical_date: date, rows: Iterable[OutputRow]) -> int:
         """Publish outputs keyed by (workload, business key, logical date); a re-run never duplicates.
 
-        The last row of a key wins. Publishing a key releases its quarantine row in the run of the
-        same workload and date (see the module docstring). Returns the number of rows read.
+        The last row of a key wins. Publishing a key releases the quarantine rows of its manifest
+        records (see the module docstring). Returns the number of rows read.
         """
         table = Output.__table__
         stmt = self._insert(table)
@@ -526,10 +535,13 @@ class Store:
             with self._writing() as session:
                 _execute_bulk(session, stmt, [row.model_dump() | fixed for row in latest.values()])
                 for keys in _chunks(latest, LOOKUP_CHUNK):
+                    published_record = exists().where(
+                        ManifestEntry.run_id == QuarantineEntry.run_id,
+                        ManifestEntry.position == QuarantineEntry.position,
+                        ManifestEntry.business_key.in_(keys),
+                    )
                     session.execute(
-                        delete(QuarantineEntry).where(
-                            QuarantineEntry.run_id.in_(run_ids), QuarantineEntry.business_key.in_(keys)
-                        )
+                        delete(QuarantineEntry).where(QuarantineEntry.run_id.in_(run_ids), published_record)
                     )
             read += len(chunk)
         return read
@@ -567,14 +579,34 @@ class Store:
         )
         read = 0
         for chunk in _chunks(rows, BULK_CHUNK):
-            latest = {row.record_ref: row for row in chunk}
             now = _utcnow()
-            fixed = {"run_id": run_id, "created_at": now, "updated_at": now}
             with self._writing() as session:
                 self._run(session, run_id)
-                _execute_bulk(session, stmt, [row.model_dump() | fixed for row in latest.values()])
+                unplaced = [row.custom_id for row in chunk if row.position is None and row.custom_id]
+                positions = self._manifest_positions(session, run_id, unplaced)
+                by_ref: dict[str, dict[str, Any]] = {}
+                for row in chunk:
+                    position = row.position
+                    if position is None and row.custom_id is not None:
+                        position = positions.get(row.custom_id)
+                    ref = f"position:{position}" if position is not None else f"custom_id:{row.custom_id}"
+                    stored = {"run_id": run_id, "record_ref": ref, "position": position, "created_at": now}
+                    by_ref[ref] = row.model_dump() | stored | {"updated_at": now}
+                _execute_bulk(session, stmt, list(by_ref.values()))
             read += len(chunk)
         return read
+
+    @staticmethod
+    def _manifest_positions(session: Session, run_id: int, custom_ids: list[str]) -> dict[str, int]:
+        positions: dict[str, int] = {}
+        for chunk in _chunks(custom_ids, LOOKUP_CHUNK):
+            stmt = select(ManifestEntry.custom_id, ManifestEntry.position).where(
+                ManifestEntry.run_id == run_id,
+                ManifestEntry.custom_id.in_(chunk),
+                ManifestEntry.position.is_not(None),
+            )
+            positions.update({custom_id: position for custom_id, position in session.execute(stmt)})
+        return positions
 
     def quarantine_rows(self, run_id: int) -> list[QuarantineRecord]:
         """The quarantine of a run, in the order records were first quarantined."""
@@ -583,14 +615,14 @@ class Store:
             return [QuarantineRecord.model_validate(entry) for entry in session.scalars(stmt)]
 
     def quarantine_counts(self, run_id: int) -> dict[str, int]:
-        """Quarantined records of a run per failure class."""
+        """Quarantined records of a run per quarantine class."""
         stmt = (
-            select(QuarantineEntry.failure_class, func.count())
+            select(QuarantineEntry.quarantine_class, func.count())
             .where(QuarantineEntry.run_id == run_id)
-            .group_by(QuarantineEntry.failure_class)
+            .group_by(QuarantineEntry.quarantine_class)
         )
         with self._reading() as session:
-            return {failure_class: count for failure_class, count in session.execute(stmt)}
+            return {quarantine_class: count for quarantine_class, count in session.execute(stmt)}
 
     # Sample validations
 
@@ -640,7 +672,7 @@ class Store:
     # Exactly once
 
     def accounting(self, run_id: int) -> Accounting:
-        """Count where the records of a run ended, to prove each ended exactly once."""
+        """Count where the records of a run ended, to prove each ended exactly once (see Accounting)."""
         with self._reading() as session:
             run = self._run(session, run_id)
             published = exists().where(
@@ -649,7 +681,7 @@ class Store:
                 Output.business_key == ManifestEntry.business_key,
             )
             quarantined = exists().where(
-                QuarantineEntry.run_id == run_id, QuarantineEntry.record_ref == ManifestEntry.custom_id
+                QuarantineEntry.run_id == run_id, QuarantineEntry.position == ManifestEntry.position
             )
             manifest = session.execute(
                 select(
@@ -658,17 +690,17 @@ class Store:
                     func.count().filter(quarantined),
                     func.count().filter(~published, ~quarantined),
                     func.count().filter(published, quarantined),
-                ).where(ManifestEntry.run_id == run_id)
+                ).where(ManifestEntry.run_id == run_id, ManifestEntry.round == 0)
             ).one()
+            in_manifest = exists().where(
+                ManifestEntry.run_id == run_id,
+                ManifestEntry.round == 0,
+                ManifestEntry.position == QuarantineEntry.position,
+            )
             rejected = session.scalar(
                 select(func.count())
                 .select_from(QuarantineEntry)
-                .where(
-                    QuarantineEntry.run_id == run_id,
-                    ~exists().where(
-                        ManifestEntry.run_id == run_id, ManifestEntry.custom_id == QuarantineEntry.record_ref
-                    ),
-                )
+                .where(QuarantineEntry.run_id == run_id, ~in_manifest)
             )
         return Accounting(
             manifest=manifest[0],

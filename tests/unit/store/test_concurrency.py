@@ -28,9 +28,7 @@ def _nightly_run(url: str, logical_date: date, barrier: threading.Barrier) -> Ac
         store.add_manifest(
             run.id,
             (
-                ManifestRow(
-                    custom_id=f"loan-{day}-{i}", business_key=f"LF-{i}", shard_index=i % SHARDS, position=i
-                )
+                ManifestRow(custom_id=f"loan-{day}-{i}", business_key=f"LF-{i}", shard=i % SHARDS, position=i)
                 for i in range(RECORDS)
             ),
         )
@@ -45,7 +43,11 @@ def _nightly_run(url: str, logical_date: date, barrier: threading.Barrier) -> Ac
             run.id,
             (
                 QuarantineRow(
-                    record_ref=f"loan-{day}-{i}", business_key=f"LF-{i}", failure_class="errored", reason="x"
+                    quarantine_class="attempts_exhausted",
+                    reason="overloaded_error on every round",
+                    custom_id=f"loan-{day}-{i}",
+                    business_key=f"LF-{i}",
+                    attempts=3,
                 )
                 for i in failed
             ),

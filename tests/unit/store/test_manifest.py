@@ -19,7 +19,7 @@ def _entries(count: int, shard_size: int = 1_000) -> Iterator[ManifestRow]:
         yield ManifestRow(
             custom_id=f"loan-2026-06-07-{position:06d}",
             business_key=f"LF-{position:06d}",
-            shard_index=position // shard_size,
+            shard=position // shard_size,
             position=position,
         )
 
@@ -38,6 +38,29 @@ def test_recording_shards_again_replaces_them(store: Store, run: RunRecord) -> N
     assert store.shards(run.id) == [first[0], redone]
 
 
+def test_shards_of_recovery_rounds_sit_beside_the_first_ones(store: Store, run: RunRecord) -> None:
+    first = ShardRecord(shard_index=0, uri="file:///tmp/r0/0.jsonl", request_count=1000, byte_size=9_000)
+    recovery = ShardRecord(
+        shard_index=0, round=1, uri="file:///tmp/r1/0.jsonl", request_count=12, byte_size=99
+    )
+
+    store.record_shards(run.id, [recovery, first])
+
+    assert store.shards(run.id) == [first, recovery]
+
+
+def test_a_resubmitted_custom_id_stays_filed_where_it_first_appeared(store: Store, run: RunRecord) -> None:
+    store.add_manifest(run.id, _entries(3))
+    resubmitted = ManifestRow(custom_id="loan-2026-06-07-000001", business_key="LF-000001", shard=0, round=1)
+    split = ManifestRow(custom_id="loan-2026-06-07-000001-part2", business_key="LF-000001", shard=0, round=1)
+
+    store.add_manifest(run.id, [resubmitted, split])
+
+    assert store.manifest_lookup(run.id, [resubmitted.custom_id])[resubmitted.custom_id].round == 0
+    assert [entry.custom_id for entry in store.iter_manifest(run.id, round=1)] == [split.custom_id]
+    assert store.manifest_count(run.id) == 4
+
+
 def test_adding_the_manifest_twice_keeps_one_entry_per_custom_id(store: Store, run: RunRecord) -> None:
     assert store.add_manifest(run.id, _entries(2_500)) == 2_500
     assert store.add_manifest(run.id, _entries(2_500)) == 2_500
@@ -54,7 +77,7 @@ def test_manifest_lookup_returns_only_known_custom_ids(store: Store, run: RunRec
     assert len(found) == 1_500
     assert "loan-unknown" not in found
     assert found["loan-2026-06-07-002998"] == ManifestRow(
-        custom_id="loan-2026-06-07-002998", business_key="LF-002998", shard_index=2, position=2998
+        custom_id="loan-2026-06-07-002998", business_key="LF-002998", shard=2, position=2998
     )
 
 
@@ -69,7 +92,7 @@ def test_manifest_of_a_run_is_invisible_to_another_run(store: Store, run: RunRec
 def test_iter_manifest_streams_one_shard_in_input_order(store: Store, run: RunRecord) -> None:
     store.add_manifest(run.id, reversed(list(_entries(3_000))))
 
-    positions = [entry.position for entry in store.iter_manifest(run.id, shard_index=1)]
+    positions = [entry.position for entry in store.iter_manifest(run.id, shard=1)]
 
     assert positions == list(range(1_000, 2_000))
     assert sum(1 for _ in store.iter_manifest(run.id)) == 3_000

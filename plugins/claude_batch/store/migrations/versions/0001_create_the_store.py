@@ -45,11 +45,12 @@ def upgrade() -> None:
     op.create_table(
         "shards",
         _run_id("shards"),
+        sa.Column("round", sa.Integer(), nullable=False),
         sa.Column("shard_index", sa.Integer(), nullable=False),
         sa.Column("uri", sa.Text(), nullable=False),
         sa.Column("request_count", sa.Integer(), nullable=False),
         sa.Column("byte_size", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("run_id", "shard_index", name=op.f("pk_shards")),
+        sa.PrimaryKeyConstraint("run_id", "round", "shard_index", name=op.f("pk_shards")),
     )
     op.create_table(
         "batch_attempts",
@@ -82,11 +83,12 @@ def upgrade() -> None:
         _run_id("manifest"),
         sa.Column("custom_id", sa.String(length=64), nullable=False),
         sa.Column("business_key", sa.Text(), nullable=False),
-        sa.Column("shard_index", sa.Integer(), nullable=False),
-        sa.Column("attempt_round", sa.Integer(), nullable=False),
-        sa.Column("position", sa.BigInteger(), nullable=False),
+        sa.Column("shard", sa.Integer(), nullable=False),
+        sa.Column("round", sa.Integer(), nullable=False),
+        sa.Column("position", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("run_id", "custom_id", name=op.f("pk_manifest")),
     )
+    op.create_index(op.f("ix_manifest_run_id_position"), "manifest", ["run_id", "position"])
     op.create_table(
         "outputs",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -116,9 +118,11 @@ def upgrade() -> None:
         "quarantine",
         sa.Column("id", sa.Integer(), nullable=False),
         _run_id("quarantine"),
-        sa.Column("record_ref", sa.String(length=200), nullable=False),
+        sa.Column("record_ref", sa.String(length=100), nullable=False),
+        sa.Column("position", sa.BigInteger(), nullable=True),
+        sa.Column("custom_id", sa.String(length=64), nullable=True),
         sa.Column("business_key", sa.Text(), nullable=True),
-        sa.Column("failure_class", sa.String(length=64), nullable=False),
+        sa.Column("quarantine_class", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("created_at", UTC_DATETIME, nullable=False),
@@ -126,6 +130,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_quarantine")),
         sa.UniqueConstraint("run_id", "record_ref", name=op.f("uq_quarantine_run_id_record_ref")),
     )
+    op.create_index(op.f("ix_quarantine_run_id_position"), "quarantine", ["run_id", "position"])
     op.create_table(
         "sample_validations",
         sa.Column("id", sa.Integer(), nullable=False),
