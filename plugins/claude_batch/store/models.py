@@ -164,7 +164,7 @@ class Output(Base):
 
 
 class QuarantineEntry(Base):
-    """A record that could not become an output, with its failure class and a reason a person can act on."""
+    """A record that could not become an output, with its quarantine class and a reason to act on."""
 
     __tablename__ = "quarantine"
     __table_args__ = (UniqueConstraint("run_id", "record_ref"), Index(None, "run_id", "position"))
