@@ -1,0 +1,116 @@
+"""Build the nightly DAG of a workload spec: route → sample → shard → per shard (submit → wait →
+partition) → recover → publish.
+
+Kept out of ``dags/`` so that the DAG files stay thin and the same builder serves every spec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Asset, Param, task_group
+
+from claude_batch.operators.partition import PartitionOperator
+from claude_batch.operators.publish import PublishOperator
+from claude_batch.operators.recover import RecoverOperator
+from claude_batch.operators.route import RouteOperator
+from claude_batch.operators.sample import SampleValidateOperator
+from claude_batch.operators.shard import ShardOperator
+from claude_batch.operators.submit import SubmitOperator
+from claude_batch.sensors.batch import BatchWaitSensor
+from claude_batch.strategy.spec import WorkloadSpec
+
+SUBMIT_POOL = "claude_batch_submit"
+ANTHROPIC_CONN_ID = "anthropic_default"
+
+# The deadline reaches the wait sensors through the route task's XCom (it may be a Param override).
+_RUN_DEADLINE = "{{ ti.xcom_pull(task_ids='route')['deadline'] }}"
+
+
+def workload_asset(spec: WorkloadSpec) -> Asset:
+    """The Asset a workload's publish task updates; downstream DAGs can schedule on it."""
+    return Asset(name=f"claude_batch_{spec.name}", uri=f"claude-batch://outputs/{spec.name}")
+
+
+def _doc(spec: WorkloadSpec) -> str:
+    return f"""\
+# {spec.name}
+
+{spec.description}
+
+Model `{spec.model}`, business key `{", ".join(spec.business_key)}`, deadline
+{spec.deadline.local_time:%H:%M} {spec.deadline.timezone}. Each stage logs its decision with the
+numbers behind it; the run report (task `publish`) states the rationale of every lever.
+
+Clearing any task is safe: submit re-attaches to the batch it already created, partition re-reads
+the saved results, publish upserts. Params let you run another input file, move the deadline or
+force a sample size for a backfill.
+"""
+
+
+def build_workload_dag(spec: WorkloadSpec, *, conn_id: str = ANTHROPIC_CONN_ID) -> DAG:
+    """The DAG of one workload spec; its dag_id is the spec's name."""
+    with DAG(
+        dag_id=spec.name,
+        description=spec.description or f"Bulk Claude workload {spec.name}",
+        doc_md=_doc(spec),
+        schedule=spec.schedule,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=4,
+        tags=["claude-batch", *spec.tags],
+        default_args={"owner": spec.owner, "retries": 2, "retry_delay": timedelta(seconds=30)},
+        params={
+            "input_uri": Param(
+                spec.input.uri or "",
+                type="string",
+                description="Input file (JSONL/CSV, path or URL). {ds} becomes the run date. "
+                "Empty keeps the spec's input.",
+            ),
+            "deadline": Param(
+                "",
+                type="string",
+                description="ISO 8601 time the outputs must be published by. Empty: the spec's "
+                f"{spec.deadline.local_time:%H:%M} {spec.deadline.timezone} after the logical date.",
+            ),
+            "sample_size": Param(
+                0,
+                type="integer",
+                minimum=0,
+                maximum=100,
+                description="Records in the synchronous sample (30-100). 0: decided by the prompt's history.",
+            ),
+        },
+    ) as dag:
+        route = RouteOperator(
+            task_id="route",
+            workload=spec.name,
+            input_uri="{{ params.input_uri }}",
+            deadline="{{ params.deadline }}",
+        )
+        sample = SampleValidateOperator(
+            task_id="sample_validate",
+            run=route.output,
+            sample_size="{{ params.sample_size }}",
+            conn_id=conn_id,
+        )
+        shard = ShardOperator(task_id="shard", run=route.output)
+        sample >> shard
+
+        @task_group(group_id="shards")
+        def per_shard(shard_file: dict) -> None:
+            submitted = SubmitOperator(
+                task_id="submit", run=route.output, shard=shard_file, conn_id=conn_id, pool=SUBMIT_POOL
+            )
+            waited = BatchWaitSensor(
+                task_id="wait", submission=submitted.output, deadline=_RUN_DEADLINE, conn_id=conn_id
+            )
+            PartitionOperator(
+                task_id="partition", run=route.output, submission=waited.output, conn_id=conn_id
+            )
+
+        shards = per_shard.expand(shard_file=shard.output)
+        recover = RecoverOperator(task_id="recover", run=route.output, conn_id=conn_id)
+        publish = PublishOperator(task_id="publish", run=route.output, outlets=[workload_asset(spec)])
+        shards >> recover >> publish
+    return dag

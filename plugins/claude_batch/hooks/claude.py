@@ -1,0 +1,232 @@
+"""Claude clients from an Airflow connection, with the batch calls the pipeline needs.
+
+Reuses ``AnthropicHook`` of apache-airflow-providers-anthropic for everything about building
+clients (connection type ``anthropic``; host = base URL, so the emulator and the real API are
+the same code path) and adds what the provider's hook does not do: stream a shard file as the
+batch body, find an orphaned batch, download results as raw lines, and run a request file
+through the synchronous Messages API with bounded concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import IO, Any, Protocol
+
+import anthropic
+from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
+from anthropic.types.messages import MessageBatch
+
+# The batch create body is `{"requests": [line, line, ...]}`; shard files already hold the lines,
+# so the body is streamed from disk in chunks of about this size instead of built in memory.
+_BODY_CHUNK_BYTES = 1 << 20
+
+
+class PathLike(Protocol):
+    """What the hook needs of a file location: pathlib.Path and ObjectStoragePath both fit."""
+
+    def open(self, mode: str = ...) -> IO[Any]: ...
+
+
+class ResultsIncompleteError(RuntimeError):
+    """The results download ended before every request's line arrived."""
+
+
+def _batch_body(requests_file: PathLike) -> Iterator[bytes]:
+    yield b'{"requests":['
+    pending = bytearray()
+    first = True
+    with requests_file.open("rb") as lines:
+        for line in lines:
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            if not first:
+                pending += b","
+            pending += line
+            first = False
+            if len(pending) >= _BODY_CHUNK_BYTES:
+                yield bytes(pending)
+                pending.clear()
+    pending += b"]}"
+    yield bytes(pending)
+
+
+def error_result_line(custom_id: str, kind: str, message: str) -> dict:
+    """A result line in the Batches wire format for a request that failed synchronously."""
+    return {
+        "custom_id": custom_id,
+        "result": {
+            "type": "errored",
+            "error": {"type": "error", "error": {"type": kind, "message": message}, "request_id": None},
+        },
+    }
+
+
+def _error_kind(error: Exception) -> str:
+    if isinstance(error, anthropic.APIStatusError):
+        body = error.body if isinstance(error.body, dict) else {}
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        if isinstance(inner, dict) and isinstance(inner.get("type"), str) and inner["type"] != "error":
+            return inner["type"]
+        return {429: "rate_limit_error", 529: "overloaded_error", 404: "not_found_error"}.get(
+            error.status_code, "api_error"
+        )
+    if isinstance(error, anthropic.APITimeoutError):
+        return "timeout_error"
+    return "api_error"
+
+
+class ClaudeBatchHook(AnthropicHook):
+    """``AnthropicHook`` plus streaming, double-spend-safe Message Batches calls.
+
+    :param conn_id: the Airflow connection of type ``anthropic`` (password = API key, host = base URL).
+    """
+
+    hook_name = "Claude batch"
+
+    def create_batch_from_file(self, requests_file: PathLike) -> MessageBatch:
+        """Create one batch whose requests are the JSONL lines of ``requests_file``, streamed.
+
+        The SDK's automatic retries are off for this one call: a create whose response was lost
+        may have created a batch, and a blind retry would pay for it twice. The caller retries
+        only after looking for that orphan (see ``find_orphan_batch``).
+        """
+        client = self.get_conn().with_options(max_retries=0)
+        return client.post(
+            "/v1/messages/batches",
+            content=_batch_body(requests_file),
+            cast_to=MessageBatch,
+            options={"headers": {"content-type": "application/json"}},
+        )
+
+    def get_batch(self, batch_id: str) -> MessageBatch:
+        """Retrieve a batch (idempotent; the SDK retries transient errors)."""
+        return self.get_conn().messages.batches.retrieve(batch_id)
+
+    def cancel_batch(self, batch_id: str) -> MessageBatch:
+        """Ask the API to cancel a batch; requests already done keep their results."""
+        return self.get_conn().messages.batches.cancel(batch_id)
+
+    def find_orphan_batch(
+        self, *, created_after: datetime, request_count: int, is_known: Callable[[str], bool]
+    ) -> MessageBatch | None:
+        """The newest batch created since ``created_after`` with ``request_count`` requests, not yet known.
+
+        The API has no idempotency key or metadata, so a batch whose create response was lost can only
+        be recognised by when it was created and how many requests it holds; the caller verifies the
+        custom_ids when its results arrive.
+        """
+        for batch in self.get_conn().messages.batches.list(limit=100):
+            if batch.created_at < created_after:
+                return None
+            counts = batch.request_counts
+            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            if total == request_count and not is_known(batch.id):
+                return batch
+        return None
+
+    def download_results(self, batch_id: str, destination: PathLike, expected_lines: int) -> int:
+        """Write the batch's results JSONL to ``destination`` as raw lines; return the line count.
+
+        Raw bytes, not SDK models: memory stays flat and partition reads the wire format itself.
+        A stream cut off mid-way is detected by counting lines against the batch's request count.
+        """
+        decoder = self.get_conn().messages.batches.results(batch_id)
+        lines = 0
+        try:
+            with destination.open("wb") as out:
+                for line in decoder.http_response.iter_lines():
+                    if not line.strip():
+                        continue
+                    out.write(line.encode() if isinstance(line, str) else line)
+                    out.write(b"\n")
+                    lines += 1
+        finally:
+            decoder.close()
+        if lines < expected_lines:
+            raise ResultsIncompleteError(
+                f"Results of batch {batch_id} stopped after {lines} of {expected_lines} lines; "
+                "the download is retried (the results stay on the API for 29 days)."
+            )
+        return lines
+
+    def run_messages(self, requests_file: PathLike, results_dir: Any, *, concurrency: int) -> list[Any]:
+        """Send each request line through the Messages API, writing batch-format result lines.
+
+        The same result format as a batch means partition, recovery and publish do not care which
+        route produced a result. Rate limits are handled by the SDK (it honours ``retry-after``);
+        what still fails becomes an ``errored`` line that recovery classifies like a batch error.
+
+        Results go to ``part-NNN.jsonl`` files in ``results_dir``. A retried task reads the parts an
+        earlier try wrote and sends only the requests that have no result yet, so a crash mid-way
+        never pays twice for the requests already answered. Returns every part, oldest first.
+        """
+        results_dir.mkdir(parents=True, exist_ok=True)
+        parts = sorted(results_dir.glob("part-*.jsonl"), key=str)
+        answered = _answered_ids(parts)
+        new_part = results_dir / f"part-{len(parts):03d}.jsonl"
+        sent = asyncio.run(self._run_messages(requests_file, new_part, answered, concurrency))
+        if sent:
+            parts.append(new_part)
+        else:
+            new_part.unlink(missing_ok=True)
+        return parts
+
+    async def _run_messages(
+        self, requests_file: PathLike, results_file: PathLike, answered: set[str], concurrency: int
+    ) -> int:
+        queue: asyncio.Queue[tuple[str, dict] | None] = asyncio.Queue(maxsize=concurrency * 2)
+        written = 0
+        async with await self.get_async_conn() as client:
+            with results_file.open("wb") as out:
+
+                async def send_all() -> None:
+                    nonlocal written
+                    while (item := await queue.get()) is not None:
+                        custom_id, params = item
+                        try:
+                            message = await client.messages.create(**params)
+                            line = {
+                                "custom_id": custom_id,
+                                "result": {"type": "succeeded", "message": message.model_dump(mode="json")},
+                            }
+                        except (anthropic.APIStatusError, anthropic.APIConnectionError) as error:
+                            line = error_result_line(custom_id, _error_kind(error), str(error)[:500])
+                        # One write per line, flushed: a crash leaves whole lines for the next try to skip.
+                        out.write(json.dumps(line).encode() + b"\n")
+                        out.flush()
+                        written += 1
+
+                async def read_requests() -> None:
+                    with requests_file.open("rb") as lines:
+                        for raw in lines:
+                            if raw.strip():
+                                request = json.loads(raw)
+                                if request["custom_id"] not in answered:
+                                    await queue.put((request["custom_id"], request["params"]))
+                    for _ in range(concurrency):
+                        await queue.put(None)
+
+                # A TaskGroup cancels the reader if a sender dies, so nothing waits on a full queue.
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(read_requests())
+                    for _ in range(concurrency):
+                        group.create_task(send_all())
+        return written
+
+
+def _answered_ids(parts: list[Any]) -> set[str]:
+    """custom_ids that already have a whole result line in one of ``parts``."""
+    answered: set[str] = set()
+    for part in parts:
+        with part.open("rb") as lines:
+            for line in lines:
+                if line.endswith(b"\n"):
+                    try:
+                        answered.add(json.loads(line)["custom_id"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+    return answered

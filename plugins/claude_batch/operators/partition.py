@@ -1,0 +1,154 @@
+"""Stage 6: bring a submission's results home and sort every line into its class."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import anthropic
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from claude_batch.hooks.claude import ClaudeBatchHook, ResultsIncompleteError
+from claude_batch.hooks.store import get_store
+from claude_batch.operators.run import RunContext
+from claude_batch.store import Store
+from claude_batch.strategy.manifest import ManifestEntry, read_manifest
+from claude_batch.strategy.partition import PartitionSummary, ResultClass, partition_results
+
+RESULT_DOWNLOAD_ERRORS = (
+    ResultsIncompleteError,
+    anthropic.APIConnectionError,
+    anthropic.InternalServerError,
+    anthropic.RateLimitError,
+)
+
+
+def _lines(files: Sequence[ObjectStoragePath]) -> Iterator[bytes]:
+    for location in files:
+        with location.open("rb") as stream:
+            yield from stream
+
+
+def _count_lines(location: ObjectStoragePath) -> int:
+    with location.open("rb") as stream:
+        return sum(1 for line in stream if line.strip())
+
+
+def fetch_results(store: Store, hook: ClaudeBatchHook, run: RunContext, submission: dict, log: Any) -> list:
+    """The result files of a submission, downloaded once (a re-run reads the saved copy).
+
+    A download cut off mid-way is retried: the results stay on the API for 29 days.
+    """
+    if submission["kind"] == "sync":
+        return [ObjectStoragePath(p) for p in submission["results"]]
+    batch = hook.get_batch(submission["batch_id"])
+    counts = batch.request_counts.model_dump()
+    store.update_attempt(submission["batch_id"], "ended", counts, batch.ended_at)
+    destination = run.path(
+        "results", f"round-{submission['round']:02d}", f"shard-{submission['shard_index']:05d}.jsonl"
+    )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    expected = sum(counts.values())
+    if destination.exists() and _count_lines(destination) == expected:
+        log.info("Results of batch %s already downloaded (%d lines)", batch.id, expected)
+        return [destination]
+    for try_ in Retrying(
+        retry=retry_if_exception_type(RESULT_DOWNLOAD_ERRORS),
+        stop=stop_after_attempt(5),
+        wait=wait_exponential(multiplier=1, max=30),
+        reraise=True,
+    ):
+        with try_:
+            lines = hook.download_results(batch.id, destination, expected)
+    log.info("Downloaded %d result lines of batch %s: %s", lines, batch.id, counts)
+    return [destination]
+
+
+def expected_requests(run: RunContext, submission: dict) -> Iterator[ManifestEntry]:
+    """The manifest entries the submission was sent with."""
+    if submission["round"] == 0:
+        manifest = run.path("shards", "manifest.jsonl")
+    else:
+        manifest = run.path("recovery", f"round-{submission['round']:02d}-manifest.jsonl")
+    return read_manifest(manifest, shard=submission["shard_index"])
+
+
+def partition_submission(
+    store: Store, hook: ClaudeBatchHook, run: RunContext, submission: dict, log: Any
+) -> PartitionSummary:
+    """Download (once) and partition one submission's results into its round's partition folder."""
+    spec = run.spec()
+    files = fetch_results(store, hook, run, submission, log)
+    out_dir = partition_dir(run, submission["round"], submission["shard_index"])
+    summary = partition_results(
+        _lines(files), expected_requests(run, submission), spec.output_model(), out_dir
+    )
+    if (
+        submission.get("adopted")
+        and summary.result_lines
+        and (summary.counts[ResultClass.UNKNOWN] == summary.result_lines)
+    ):
+        raise AirflowFailException(
+            f"Adopted batch {submission['batch_id']} holds none of shard {submission['shard_index']}'s "
+            "custom_ids: it was not created by this run. Cancel it if it is nobody's, delete the "
+            "ledger row of this attempt, and clear the submit task."
+        )
+    with (out_dir / "summary.json").open("w") as out:
+        out.write(summary.model_dump_json())
+    counts = {c.value: n for c, n in summary.counts.items() if n}
+    log.info(
+        "Shard %d round %d: %d expected, %d result lines: %s; errored by kind %s",
+        submission["shard_index"],
+        submission["round"],
+        summary.expected,
+        summary.result_lines,
+        counts,
+        summary.errored_by_kind,
+    )
+    if not summary.accounted():
+        raise AirflowFailException(
+            f"Partition of shard {submission['shard_index']} round {submission['round']} does not add up: "
+            f"{summary.expected} expected, classes {counts}"
+        )
+    return summary
+
+
+def partition_dir(run: RunContext, round_number: int, shard_index: int) -> ObjectStoragePath:
+    return run.path("partitions", f"round-{round_number:02d}", f"shard-{shard_index:05d}")
+
+
+class PartitionOperator(BaseOperator):
+    """Partition one shard's results: succeeded (valid against the output schema), invalid_output,
+    errored (by error kind), canceled, expired, missing, unknown. Streams, so memory stays flat
+    whatever the batch size; a cleared task re-reads the saved results and rewrites the same files.
+
+    :param run: the route stage's run context.
+    :param submission: what the wait stage returned for this shard.
+    :param conn_id: Airflow connection of type ``anthropic``.
+    """
+
+    template_fields: Sequence[str] = ("run", "submission")
+
+    def __init__(
+        self, *, run: Any, submission: Any, conn_id: str = "anthropic_default", **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("map_index_template", "{{ shard_label }}")
+        super().__init__(**kwargs)
+        self.run = run
+        self.submission = submission
+        self.conn_id = conn_id
+
+    def execute(self, context: Any) -> dict:
+        run = RunContext.of(self.run)
+        context["shard_label"] = f"shard {self.submission['shard_index']:05d}"
+        summary = partition_submission(
+            get_store(), ClaudeBatchHook(conn_id=self.conn_id), run, self.submission, self.log
+        )
+        return {
+            "shard_index": self.submission["shard_index"],
+            "round": self.submission["round"],
+            "kind": self.submission["kind"],
+            "counts": {c.value: n for c, n in summary.counts.items()},
+        }

@@ -1,0 +1,184 @@
+"""Stage 8: upsert the outputs, prove every record ended once, and write the run report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
+
+from claude_batch.hooks.store import get_store
+from claude_batch.operators.run import RunContext
+from claude_batch.store import OutputRow
+from claude_batch.strategy.cost import Usage, run_cost
+from claude_batch.strategy.health import HealthLevel, assess_health
+from claude_batch.strategy.partition import PartitionSummary
+from claude_batch.strategy.report import Lever, RunReport
+
+
+def _partition_folders(run: RunContext) -> list[ObjectStoragePath]:
+    """Every partition folder of the run, first submission and recovery rounds, in order."""
+    return sorted((p.parent for p in run.path("partitions").glob("round-*/shard-*/summary.json")), key=str)
+
+
+def _round_and_shard(folder: ObjectStoragePath) -> tuple[int, int]:
+    return int(folder.parent.name.removeprefix("round-")), int(folder.name.removeprefix("shard-"))
+
+
+def _succeeded_rows(folder: ObjectStoragePath, round_number: int, source: str) -> Iterator[OutputRow]:
+    with (folder / "succeeded.jsonl").open("rb") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            usage = data.get("usage") or {}
+            yield OutputRow(
+                business_key=data["business_key"],
+                custom_id=data["custom_id"],
+                output=data["output"],
+                model=data.get("model") or "",
+                source=source,
+                round=round_number,
+                input_tokens=usage.get("input_tokens", 0),
+                output_tokens=usage.get("output_tokens", 0),
+                cache_creation_input_tokens=usage.get("cache_creation_input_tokens", 0),
+                cache_read_input_tokens=usage.get("cache_read_input_tokens", 0),
+            )
+
+
+def _sample_usage(run: RunContext) -> Usage:
+    total = Usage()
+    for part in run.path("sample", "results").glob("part-*.jsonl"):
+        with part.open("rb") as lines:
+            for line in lines:
+                result = json.loads(line)["result"] if line.strip() else {}
+                if result.get("type") == "succeeded":
+                    total = total + Usage.from_api(result["message"].get("usage") or {})
+    return total
+
+
+class PublishOperator(BaseOperator):
+    """Upsert every valid output into the store keyed by (workload, business key, run date), so a
+    re-run never duplicates; check that inputs = published + quarantined; write the run report (JSON in
+    the store and in the run folder, a readable summary in this log) with the cost against
+    all-synchronous, the health signals and the rationale of every lever.
+
+    :param run: the route stage's run context.
+    """
+
+    template_fields: Sequence[str] = ("run",)
+
+    def __init__(self, *, run: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.run = run
+
+    def execute(self, context: Any) -> dict:
+        run = RunContext.of(self.run)
+        spec = run.spec()
+        store = get_store()
+        kinds = {(a.round, a.shard_index): a.kind for a in store.attempts_of_run(run.store_run_id)}
+
+        batch_usage, sync_usage = Usage(), _sample_usage(run)
+        first_mix: dict[str, int] = {}
+        recovered = 0
+        folders = _partition_folders(run)
+        for folder in folders:
+            round_number, shard_index = _round_and_shard(folder)
+            source = kinds.get((round_number, shard_index), "batch")
+            with (folder / "summary.json").open("r") as stream:
+                summary = PartitionSummary.model_validate_json(stream.read())
+            if source == "batch":
+                batch_usage = batch_usage + summary.usage
+            else:
+                sync_usage = sync_usage + summary.usage
+            if round_number == 0:
+                for cause, n in summary.cause_counts().items():
+                    first_mix[cause] = first_mix.get(cause, 0) + n
+            published = store.upsert_outputs(
+                spec.name, run.run_date, _succeeded_rows(folder, round_number, source)
+            )
+            if round_number > 0:
+                recovered += published
+
+        accounting = store.accounting(run.store_run_id)
+        quarantined = store.quarantine_counts(run.store_run_id)
+        cost = run_cost(batch_usage, sync_usage, spec.model, spec.price_table())
+        trailing = [
+            r.report["health"]["shares"]
+            for r in store.recent_runs(spec.name, spec.health.trailing_runs + 1)
+            if r.id != run.store_run_id and r.report and r.report.get("health")
+        ]
+        health = assess_health(first_mix, trailing, spec.health)
+        ti = context["ti"]
+        levers = [Lever(lever="route", value=run.route.value, rationale=run.route_rationale)]
+        for task_id, key in (("sample_validate", "return_value"), ("shard", "lever")):
+            pulled = ti.xcom_pull(task_ids=task_id, key=key)
+            lever = pulled.get("lever", pulled) if isinstance(pulled, dict) else None
+            if lever:
+                levers.append(Lever.model_validate(lever))
+        for route in (ti.xcom_pull(task_ids="recover") or {}).get("routes", []):
+            levers.append(
+                Lever(
+                    lever=f"recovery round {route['round']} route",
+                    value=route["route"],
+                    rationale=route["rationale"],
+                )
+            )
+        rounds = max((_round_and_shard(f)[0] for f in folders), default=0)
+        report = RunReport(
+            workload=spec.name,
+            run_date=run.run_date,
+            inputs=accounting.inputs,
+            published=accounting.published,
+            quarantined=quarantined,
+            recovered=recovered,
+            batches_created=store.batches_created(run.store_run_id),
+            rounds=rounds,
+            tokens=batch_usage + sync_usage,
+            cost_usd=round(cost.actual_usd, 6),
+            all_sync_cost_usd=round(cost.all_sync_usd, 6),
+            health=health,
+            levers=levers,
+            deadline=run.deadline,
+            finished_at=datetime.now(UTC),
+        )
+        report_json = report.model_dump(mode="json")
+        report_json["outputs"] = {
+            "store": "claude_batch_store connection",
+            "workload": spec.name,
+            "run_date": run.run_date.isoformat(),
+        }
+        with run.path("report.json").open("w") as out:
+            out.write(json.dumps(report_json, indent=2))
+        balanced = accounting.balanced and report.accounted() and accounting.inputs == run.input_count
+        status = "succeeded" if balanced and health.level is not HealthLevel.FAIL else "failed"
+        store.finish_run(run.store_run_id, status, report_json)
+        for line in report.summary_lines():
+            self.log.info("%s", line)
+        if not balanced:
+            raise AirflowFailException(
+                f"Records unaccounted for: {run.input_count} input lines, {accounting.inputs} records read, "
+                f"{accounting.published} published, {report.quarantined_total} quarantined, "
+                f"{accounting.unaccounted} neither, {accounting.double_counted} both. See {run.path('report.json')}"
+            )
+        if health.level is HealthLevel.FAIL:
+            failing = "; ".join(s.message for s in health.signals if s.level is HealthLevel.FAIL)
+            raise AirflowFailException(f"Health threshold breached (outputs are published): {failing}")
+        return {
+            "report": str(run.path("report.json")),
+            **{
+                k: report_json[k]
+                for k in (
+                    "inputs",
+                    "published",
+                    "quarantined_total",
+                    "recovered",
+                    "batches_created",
+                    "cost_usd",
+                    "all_sync_cost_usd",
+                )
+            },
+        }

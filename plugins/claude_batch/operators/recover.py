@@ -1,0 +1,169 @@
+"""Stage 7: resubmit only what failed, fixed by its cause, in rounds, within the deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from itertools import chain
+from typing import Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks.store import get_store
+from claude_batch.operators.partition import partition_dir, partition_submission
+from claude_batch.operators.run import RunContext
+from claude_batch.operators.shard import manifest_rows, read_quarantine_file
+from claude_batch.operators.submit import submit_requests
+from claude_batch.sensors.batch import CANCEL_GRACE_SECONDS
+from claude_batch.store import Store
+from claude_batch.strategy.partition import FailureRecord, read_failures
+from claude_batch.strategy.recovery import plan_recovery
+from claude_batch.strategy.routing import decide_route, step_facts
+from claude_batch.triggers.batch import BatchEndedTrigger
+
+
+def round_request_files(
+    run: RunContext, store: Store, round_number: int
+) -> list[tuple[int, ObjectStoragePath]]:
+    """(shard index, request file) of every submission of a round, in shard order."""
+    if round_number == 0:
+        return [
+            (s.shard_index, ObjectStoragePath(s.uri)) for s in store.shards(run.store_run_id) if s.round == 0
+        ]
+    stem = f"round-{round_number:02d}-shard-"
+    files = sorted(run.path("recovery").glob(f"{stem}*.jsonl"), key=str)
+    return [(int(f.stem.removeprefix(stem)), f) for f in files]
+
+
+def round_failures(
+    run: RunContext, shard_indexes: Sequence[int], round_number: int
+) -> Iterator[FailureRecord]:
+    return chain.from_iterable(read_failures(partition_dir(run, round_number, i)) for i in shard_indexes)
+
+
+class RecoverOperator(BaseOperator):
+    """Resubmit failures only, by cause: transient errors as they are, expired/canceled/missing
+    re-queued, too-long prompts trimmed (when the spec allows), invalid answers repaired once; what
+    no resubmission fixes is quarantined with its reason. Rounds go on until nothing retryable is
+    left, the spec's round limit, or the deadline; each round is routed again, so a round the batch
+    window cannot fit before the deadline goes through the Messages API instead.
+
+    The task defers while a round's batches run. Each resumption replays the rounds from the files
+    and the ledger: planning is deterministic, submits re-attach, downloads are kept, so nothing is
+    paid twice and a cleared task simply catches up.
+
+    :param run: the route stage's run context.
+    :param conn_id: Airflow connection of type ``anthropic``.
+    :param poll_interval: first pause between polls of a recovery batch, in seconds.
+    """
+
+    template_fields: Sequence[str] = ("run",)
+
+    def __init__(
+        self, *, run: Any, conn_id: str = "anthropic_default", poll_interval: float = 30.0, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.run = run
+        self.conn_id = conn_id
+        self.poll_interval = poll_interval
+
+    def execute(self, context: Any) -> dict:
+        return self._advance(context)
+
+    def resume(self, context: Any, event: dict | None = None) -> dict:
+        if not event or event.get("status") == "error":
+            raise AirflowException(f"Waiting for a recovery batch failed: {event!r}")
+        if event["status"] == "deadline":
+            self.log.warning(
+                "Deadline passed with recovery batch %s running; canceling it", event["batch_id"]
+            )
+            ClaudeBatchHook(conn_id=self.conn_id).cancel_batch(event["batch_id"])
+        return self._advance(context)
+
+    def _advance(self, context: Any) -> dict:
+        run = RunContext.of(self.run)
+        spec = run.spec()
+        store = get_store()
+        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        round_number = 0
+        routes: list[dict] = []
+        while True:
+            submitted = round_request_files(run, store, round_number)
+            plan = plan_recovery(
+                spec,
+                round_failures(run, [index for index, _ in submitted], round_number),
+                [path for _, path in submitted],
+                round_number,
+                run.path("recovery"),
+            )
+            store.quarantine(run.store_run_id, read_quarantine_file(ObjectStoragePath(plan.quarantine_path)))
+            store.add_manifest(run.store_run_id, manifest_rows(ObjectStoragePath(plan.manifest_path)))
+            for line in plan.summary_lines():
+                self.log.info("%s", line)
+            if plan.run_level_problems:
+                raise AirflowFailException(
+                    f"Run-level problem {plan.run_level_problems}: the API refuses this account or connection, "
+                    "not the records. Fix the connection, then clear this task; the records are quarantined "
+                    "as run_level until then."
+                )
+            if plan.requests == 0:
+                return {"rounds": round_number, "routes": routes}
+
+            next_round = plan.next_round
+            decision = decide_route(
+                step_facts(
+                    spec.routing,
+                    f"recovery round {next_round}",
+                    plan.requests,
+                    datetime.now(UTC),
+                    run.deadline,
+                )
+            )
+            self.log.info("%s", decision.rationale)
+            routes.append(
+                {"round": next_round, "route": decision.route.value, "rationale": decision.rationale}
+            )
+            submissions = [
+                submit_requests(
+                    store=store,
+                    hook=hook,
+                    run=run,
+                    shard_index=shard.index,
+                    round_number=next_round,
+                    requests_file=ObjectStoragePath(shard.path),
+                    request_count=shard.request_count,
+                    route=decision.route,
+                    concurrency=spec.routing.sync_concurrency,
+                    log=self.log,
+                )
+                for shard in plan.shards
+            ]
+            for submission in submissions:
+                if submission["kind"] == "batch":
+                    self._wait_for(hook, run, submission["batch_id"])
+            for submission in submissions:
+                partition_submission(store, hook, run, submission, self.log)
+            round_number = next_round
+
+    def _wait_for(self, hook: ClaudeBatchHook, run: RunContext, batch_id: str) -> None:
+        """Return when the batch has ended; otherwise defer (the task resumes in ``resume``)."""
+        batch = hook.get_batch(batch_id)
+        if batch.processing_status == "ended":
+            return
+        deadline = run.deadline.timestamp()
+        if batch.processing_status == "canceling" or time.time() >= deadline:
+            deadline = time.time() + CANCEL_GRACE_SECONDS
+        self.log.info("Deferring until recovery batch %s ends", batch_id)
+        self.defer(
+            trigger=BatchEndedTrigger(
+                conn_id=self.conn_id,
+                batch_id=batch_id,
+                deadline=deadline,
+                created_at=batch.created_at.timestamp(),
+                poll_interval=self.poll_interval,
+            ),
+            method_name="resume",
+        )

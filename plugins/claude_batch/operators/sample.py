@@ -1,0 +1,142 @@
+"""Stage 2: validate the prompt on a representative sample, synchronously, before the bulk spend."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks.store import get_store
+from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, file_digest, read_input
+from claude_batch.strategy.outputs import message_text
+from claude_batch.strategy.requests import request_builder
+from claude_batch.strategy.sampling import SampleOutcome, evaluate_sample, sample_size, select_sample
+from claude_batch.strategy.sharding import ValidRecord, check_record
+from claude_batch.strategy.spec import prompt_fingerprint
+
+
+def _valid_records(context: RunContext) -> Iterator[ValidRecord]:
+    spec = context.spec()
+    for read in read_input(spec, context.input_uri):
+        checked = check_record(spec, read, context.run_date)
+        if isinstance(checked, ValidRecord):
+            yield checked
+
+
+def read_result_lines(files: Sequence[Any]) -> Iterator[bytes]:
+    """The lines of several result files, one after the other."""
+    for location in files:
+        with location.open("rb") as stream:
+            yield from (line for line in stream if line.strip())
+
+
+def _outcome(line: bytes, records: dict[str, dict]) -> SampleOutcome:
+    data = json.loads(line)
+    result = data["result"]
+    if result["type"] == "succeeded":
+        return SampleOutcome(
+            custom_id=data["custom_id"],
+            record=records[data["custom_id"]],
+            text=message_text(result["message"]),
+        )
+    error = (result.get("error") or {}).get("error") or {}
+    return SampleOutcome(
+        custom_id=data["custom_id"],
+        record=records[data["custom_id"]],
+        error=f"{error.get('type', result['type'])}: {error.get('message', '')}",
+    )
+
+
+class SampleValidateOperator(BaseOperator):
+    """Send a stratified sample (30-100 records) through the Messages API and stop the run before
+    any batch exists when too few answers are valid against the output schema.
+
+    A prompt+model fingerprint that passed before samples half the spec's size; a new one samples
+    twice as many. The sample's calls are in the ledger: a retried task re-reads the results it
+    already paid for instead of sending them again.
+
+    :param run: the route stage's run context.
+    :param sample_size: force a size (30-100); 0 or empty lets the prompt's history decide.
+    :param conn_id: Airflow connection of type ``anthropic``.
+    """
+
+    template_fields: Sequence[str] = ("run", "sample_size")
+
+    def __init__(self, *, run: Any, sample_size: int | str = 0, conn_id: str = "anthropic_default", **kwargs):
+        super().__init__(**kwargs)
+        self.run = run
+        self.sample_size = sample_size
+        self.conn_id = conn_id
+
+    def execute(self, context: Any) -> dict:
+        run = RunContext.of(self.run)
+        spec = run.spec()
+        store = get_store()
+        fingerprint = prompt_fingerprint(spec)
+        passed_before = store.last_passed_validation(spec.name, fingerprint, spec.model)
+        forced = int(self.sample_size or 0)
+        size = (
+            min(forced, run.input_count)
+            if forced
+            else sample_size(spec, passed_before is not None, run.input_count)
+        )
+        why = (
+            f"forced to {forced} by the run's params"
+            if forced
+            else (
+                f"half of the spec's {spec.sample.size}: this prompt+model passed on "
+                f"{passed_before.created_at:%Y-%m-%d} at {passed_before.pass_rate:.0%}"
+                if passed_before
+                else f"twice the spec's {spec.sample.size}: this prompt+model has never passed a sample"
+            )
+        )
+        self.log.info("Sample size %d (%s), gate %.0f%%", size, why, spec.sample.pass_gate * 100)
+
+        sample = select_sample(_valid_records(run), size, spec.stratify_by, spec.sample.seed)
+        builder = request_builder(spec)
+        requests_file = run.path("sample", "requests.jsonl")
+        run.path("sample").mkdir(parents=True, exist_ok=True)
+        with requests_file.open("wb") as out:
+            for item in sample:
+                line = {"custom_id": item.custom_id, "params": builder.params(item.record)}
+                out.write(json.dumps(line).encode() + b"\n")
+
+        attempt = store.record_intent(
+            run.store_run_id, SAMPLE_SHARD_INDEX, 0, "sync", len(sample), file_digest(requests_file)
+        )
+        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        parts = hook.run_messages(
+            requests_file, run.path("sample", "results"), concurrency=spec.routing.sync_concurrency
+        )
+        store.update_attempt_by_id(attempt.id, "ended")
+
+        records = {item.custom_id: item.record.model_dump(mode="json") for item in sample}
+        gate = evaluate_sample(
+            (_outcome(line, records) for line in read_result_lines(parts)),
+            spec.output_model(),
+            spec.sample.pass_gate,
+            spec.sample.expectations,
+        )
+        store.record_sample_validation(
+            spec.name, fingerprint, spec.model, gate.n, gate.pass_rate, gate.passed
+        )
+        for line in gate.summary_lines():
+            self.log.info("%s", line)
+        if not gate.passed:
+            examples = "; ".join(f"{f.custom_id}: {f.reason}" for f in gate.failures[:5])
+            raise AirflowFailException(
+                f"Sample gate failed for {spec.name}: {gate.valid}/{gate.n} valid ({gate.pass_rate:.0%}) is "
+                f"under the gate {spec.sample.pass_gate:.0%}. "
+                f"No batch was created. Failing examples: {examples}. Fix the prompt or the output schema, "
+                "then clear this task."
+            )
+        return {
+            "sample_size": gate.n,
+            "pass_rate": gate.pass_rate,
+            "results": [str(p) for p in parts],
+            "lever": {"lever": "sample size", "value": str(gate.n), "rationale": why},
+        }

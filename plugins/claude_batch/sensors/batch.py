@@ -1,0 +1,129 @@
+"""Wait for a submitted shard's batch to end without holding a worker slot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException
+from anthropic.types.messages import MessageBatch
+
+from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.triggers.batch import BatchEndedTrigger
+
+# After the deadline the batch is canceled; the API then needs a little while to reach `ended`.
+CANCEL_GRACE_SECONDS = 15 * 60
+
+
+def _epoch(deadline: str | float | datetime) -> float:
+    if isinstance(deadline, datetime):
+        return deadline.timestamp()
+    if isinstance(deadline, str):
+        return datetime.fromisoformat(deadline).timestamp()
+    return float(deadline)
+
+
+class BatchWaitSensor(BaseSensorOperator):
+    """Wait until the batch of one submission has ended; return the submission for partition.
+
+    A submission that went through the synchronous API (``kind == "sync"``) has nothing to wait for.
+    With ``deferrable=True`` (the default) the wait happens in the triggerer and frees the worker
+    slot; with ``deferrable=False`` the sensor pokes in ``reschedule`` mode for deployments without
+    a triggerer. When the deadline passes first, the batch is canceled: requests already done keep
+    their results, the rest come back ``canceled`` and recovery finishes them synchronously.
+
+    :param submission: the dict the submit task returned (``batch_id``, ``kind``, ``shard_index``...).
+    :param deadline: when the run must be done (ISO 8601 string, datetime or epoch seconds).
+    :param conn_id: Airflow connection of type ``anthropic``.
+    :param poll_interval: first pause between polls in the triggerer, in seconds (backs off).
+    :param max_poll_interval: ceiling of the pause between polls.
+    :param deferrable: wait in the triggerer (default) or poke in reschedule mode.
+    """
+
+    template_fields: Sequence[str] = ("submission", "deadline")
+
+    def __init__(
+        self,
+        *,
+        submission: dict | Any,
+        deadline: str | float | datetime | Any,
+        conn_id: str = "anthropic_default",
+        poll_interval: float = 30.0,
+        max_poll_interval: float = 300.0,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("mode", "poke" if deferrable else "reschedule")
+        kwargs.setdefault("map_index_template", "{{ shard_label }}")
+        kwargs.setdefault("poke_interval", poll_interval)
+        super().__init__(**kwargs)
+        self.submission = submission
+        self.deadline = deadline
+        self.conn_id = conn_id
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.deferrable = deferrable
+
+    def execute(self, context: Any) -> dict:
+        context["shard_label"] = f"shard {self.submission.get('shard_index', 0):05d}"
+        if self.submission.get("kind") != "batch":
+            shard = self.submission.get("shard_index")
+            self.log.info("Shard %s ran synchronously; nothing to wait for", shard)
+            return self.submission
+        if not self.deferrable:
+            return super().execute(context) or self.submission
+        batch = ClaudeBatchHook(conn_id=self.conn_id).get_batch(self.submission["batch_id"])
+        if batch.processing_status == "ended":
+            return self.submission
+        self._defer(self.submission["batch_id"], _epoch(self.deadline), batch.created_at.timestamp())
+
+    def _defer(self, batch_id: str, deadline: float, created_at: float, after_cancel: bool = False) -> None:
+        self.log.info(
+            "Deferring on batch %s until it ends or the deadline %s",
+            batch_id,
+            datetime.fromtimestamp(deadline).isoformat(),
+        )
+        self.defer(
+            trigger=BatchEndedTrigger(
+                conn_id=self.conn_id,
+                batch_id=batch_id,
+                deadline=deadline,
+                created_at=created_at,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+            ),
+            method_name="execute_complete",
+            kwargs={"after_cancel": after_cancel},
+        )
+
+    def poke(self, context: Any) -> bool:
+        batch_id = self.submission["batch_id"]
+        batch = ClaudeBatchHook(conn_id=self.conn_id).get_batch(batch_id)
+        if batch.processing_status == "ended":
+            return True
+        if time.time() >= _epoch(self.deadline) and batch.processing_status == "in_progress":
+            self._cancel_at_deadline(batch_id)
+        return False
+
+    def _cancel_at_deadline(self, batch_id: str) -> MessageBatch:
+        self.log.warning("Deadline passed: canceling batch %s; recovery finishes it synchronously", batch_id)
+        return ClaudeBatchHook(conn_id=self.conn_id).cancel_batch(batch_id)
+
+    def execute_complete(
+        self, context: Any, event: dict[str, Any] | None = None, after_cancel: bool = False
+    ) -> dict:
+        if not event or event.get("status") not in {"ended", "deadline", "error"}:
+            raise AirflowException(f"Unexpected event from the batch trigger: {event!r}")
+        batch_id = self.submission["batch_id"]
+        if event["status"] == "ended":
+            self.log.info("Batch %s ended: %s", batch_id, event.get("request_counts"))
+            return self.submission
+        if event["status"] == "deadline" and not after_cancel:
+            batch = self._cancel_at_deadline(batch_id)
+            self._defer(
+                batch_id, time.time() + CANCEL_GRACE_SECONDS, batch.created_at.timestamp(), after_cancel=True
+            )
+        raise AirflowException(f"Waiting for batch {batch_id} failed: {event.get('message')}")
