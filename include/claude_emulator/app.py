@@ -146,13 +146,11 @@ def endpoint_faults(endpoint: Endpoint) -> Callable[[Request], Awaitable[HttpFau
             await asyncio.sleep(delay)
         if failure in (HttpFault.RATE_LIMITED, HttpFault.OVERLOADED, HttpFault.API_ERROR):
             emulator.record_http_fault(endpoint, failure)
+        retry_after = {"retry-after": f"{emulator.retry_after_seconds(endpoint):g}"}
         if failure is HttpFault.RATE_LIMITED:
-            retry_after = f"{emulator.retry_after_seconds(endpoint):g}"
-            raise ApiError(
-                "rate_limit_error", GENERIC_MESSAGES["rate_limit_error"], headers={"retry-after": retry_after}
-            )
+            raise ApiError("rate_limit_error", GENERIC_MESSAGES["rate_limit_error"], headers=retry_after)
         if failure is HttpFault.OVERLOADED:
-            raise ApiError("overloaded_error", GENERIC_MESSAGES["overloaded_error"])
+            raise ApiError("overloaded_error", GENERIC_MESSAGES["overloaded_error"], headers=retry_after)
         if failure is HttpFault.API_ERROR:
             raise ApiError("api_error", GENERIC_MESSAGES["api_error"])
         if failure is HttpFault.CONNECTION_RESET:

@@ -12,9 +12,9 @@ A fault file (``claude-emulator --faults FILE``) is YAML or JSON with two option
       invalid_output: 0.02     # "succeeded", but the message text is malformed (cut in half)
     endpoints:                 # HTTP faults, per endpoint
       create_batch:
-        rate_limited: 0.1      # 429 rate_limit_error with a retry-after header ...
-        retry_after_seconds: 1 # ... of this many seconds
+        rate_limited: 0.1      # 429 rate_limit_error
         overloaded: 0.05       # 529 overloaded_error
+        retry_after_seconds: 1 # the retry-after header of those 429s and 529s
         api_error: 0.05        # 500 api_error
         connection_reset: 0.02 # the request is handled, then the socket is reset instead of answering
         slow: 0.1              # the response is delayed ...
