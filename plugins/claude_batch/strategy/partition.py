@@ -15,8 +15,9 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, closing
 from enum import StrEnum
-from typing import IO, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -193,10 +194,9 @@ def partition_results(
     errored_by_kind: Counter[str] = Counter()
     usage_totals = [0] * len(_USAGE_FIELDS)
     lines = 0
-    index = _ExpectedIds(expected)
-    writers: dict[ResultClass, IO[bytes]] = {}
-    try:
-        writers = {c: path.open("wb") for c, path in files.items()}
+    with ExitStack() as stack:
+        index = stack.enter_context(closing(_ExpectedIds(expected)))
+        writers = {c: stack.enter_context(path.open("wb")) for c, path in files.items()}
         for number, line in enumerate(results, start=1):
             if not line.strip():
                 continue
@@ -213,13 +213,8 @@ def partition_results(
             writers[ResultClass.MISSING].write(
                 _failure(custom_id, business_key, ResultClass.MISSING, "no result line for this request")
             )
-    finally:
-        for writer in writers.values():
-            writer.close()
-        expected_count = index.count
-        index.close()
     return PartitionSummary(
-        expected=expected_count,
+        expected=index.count,
         result_lines=lines,
         counts={c: counts[c] for c in ResultClass},
         errored_by_kind=dict(errored_by_kind),

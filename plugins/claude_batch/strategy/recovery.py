@@ -25,7 +25,8 @@ import json
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -278,6 +279,34 @@ class _Pending:
         self._db.close()
 
 
+def _request_lines(paths: Iterable[ReadablePath]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        with path.open("rb") as lines:
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def _fixed_params(
+    params: dict[str, Any], failure: FailureRecord, action: RecoveryAction, output_schema: dict[str, Any]
+) -> dict[str, Any] | tuple[QuarantineClass, str]:
+    """The params to resend for ``action``, or (class, reason) to quarantine when the fix was tried before."""
+    if action is RecoveryAction.REPAIR:
+        repaired = repair_request(params, output_schema)
+        if repaired is None:
+            return (
+                QuarantineClass.INVALID_OUTPUT,
+                f"still not a valid output after one repair: {failure.message}",
+            )
+        return repaired
+    if action is RecoveryAction.TRIM:
+        trimmed = trim_request(params, failure.message)
+        if trimmed is None:
+            return QuarantineClass.CONTEXT_WINDOW, f"still too long after trimming once: {failure.message}"
+        return trimmed
+    return params
+
+
 def plan_recovery(
     spec: WorkloadSpec,
     failures: Iterable[FailureRecord],
@@ -302,15 +331,14 @@ def plan_recovery(
     run_level: Counter[str] = Counter()
     considered = ignored_unknown = requests = 0
     output_schema = spec.output_model().model_json_schema()
-    pending = _Pending()
 
-    with (
-        ShardWriter(
-            out_dir, f"{stem}-shard", spec.sharding.target_requests, spec.sharding.target_bytes
-        ) as shards,
-        manifest_path.open("wb") as manifest,
-        quarantine_path.open("wb") as quarantine,
-    ):
+    with ExitStack() as stack:
+        pending = stack.enter_context(closing(_Pending()))
+        shards = stack.enter_context(
+            ShardWriter(out_dir, f"{stem}-shard", spec.sharding.target_requests, spec.sharding.target_bytes)
+        )
+        manifest = stack.enter_context(manifest_path.open("wb"))
+        quarantine = stack.enter_context(quarantine_path.open("wb"))
 
         def to_quarantine(failure: FailureRecord, quarantine_class: QuarantineClass, reason: str) -> None:
             actions[RecoveryAction.QUARANTINE] += 1
@@ -324,82 +352,55 @@ def plan_recovery(
             )
             quarantine.write(entry.model_dump_json().encode() + b"\n")
 
-        try:
-            for failure in failures:
-                if failure.result_class is ResultClass.UNKNOWN:
-                    ignored_unknown += 1
-                    continue
-                considered += 1
-                remedy = remedy_for(failure, spec.recovery, round_number)
-                if remedy.quarantine_class is not None:
-                    if remedy.quarantine_class is QuarantineClass.RUN_LEVEL and failure.error_kind:
-                        run_level[failure.error_kind] += 1
-                    to_quarantine(failure, remedy.quarantine_class, remedy.reason)
-                else:
-                    pending.add(failure, remedy.action)
+        for failure in failures:
+            if failure.result_class is ResultClass.UNKNOWN:
+                ignored_unknown += 1
+                continue
+            considered += 1
+            remedy = remedy_for(failure, spec.recovery, round_number)
+            if remedy.quarantine_class is None:
+                pending.add(failure, remedy.action)
+                continue
+            if remedy.quarantine_class is QuarantineClass.RUN_LEVEL and failure.error_kind:
+                run_level[failure.error_kind] += 1
+            to_quarantine(failure, remedy.quarantine_class, remedy.reason)
 
-            for path in request_files:
-                with path.open("rb") as lines:
-                    for line in lines:
-                        if not line.strip():
-                            continue
-                        request = json.loads(line)
-                        taken = pending.take(request["custom_id"])
-                        if taken is None:
-                            continue
-                        failure, action = taken
-                        params: dict[str, Any] | None = request["params"]
-                        if action is RecoveryAction.REPAIR:
-                            params = repair_request(request["params"], output_schema)
-                            if params is None:
-                                to_quarantine(
-                                    failure,
-                                    QuarantineClass.INVALID_OUTPUT,
-                                    f"still not a valid output after one repair: {failure.message}",
-                                )
-                                continue
-                        elif action is RecoveryAction.TRIM:
-                            params = trim_request(request["params"], failure.message)
-                            if params is None:
-                                to_quarantine(
-                                    failure,
-                                    QuarantineClass.CONTEXT_WINDOW,
-                                    f"still too long after trimming once: {failure.message}",
-                                )
-                                continue
-                        new_line = json_line({"custom_id": request["custom_id"], "params": params})
-                        if len(new_line) > spec.max_request_bytes:
-                            to_quarantine(
-                                failure,
-                                QuarantineClass.REQUEST_TOO_LARGE,
-                                f"the request to resend ({action.value}) is {len(new_line)} bytes, "
-                                f"over max_request_bytes {spec.max_request_bytes}",
-                            )
-                            continue
-                        shard = shards.add(new_line)
-                        requests += 1
-                        actions[action] += 1
-                        manifest.write(
-                            json_line(
-                                {
-                                    "custom_id": request["custom_id"],
-                                    "business_key": failure.business_key,
-                                    "shard": shard,
-                                    "round": next_round,
-                                    "position": None,
-                                    "action": action.value,
-                                }
-                            )
-                        )
-            lost = pending.not_found()
-        finally:
-            pending.close()
-        if lost:
-            raise ValueError(
-                f"the request lines of {', '.join(lost)} (and maybe more) are not in the request files "
-                "given; pass the files the failed requests were sent in"
-            )
+        for request in _request_lines(request_files):
+            taken = pending.take(request["custom_id"])
+            if taken is None:
+                continue
+            failure, action = taken
+            params = _fixed_params(request["params"], failure, action, output_schema)
+            if isinstance(params, tuple):
+                to_quarantine(failure, *params)
+                continue
+            line = json_line({"custom_id": request["custom_id"], "params": params})
+            if len(line) > spec.max_request_bytes:
+                to_quarantine(
+                    failure,
+                    QuarantineClass.REQUEST_TOO_LARGE,
+                    f"the request to resend ({action.value}) is {len(line)} bytes, "
+                    f"over max_request_bytes {spec.max_request_bytes}",
+                )
+                continue
+            entry = {
+                "custom_id": request["custom_id"],
+                "business_key": failure.business_key,
+                "shard": shards.add(line),
+                "round": next_round,
+                "position": None,
+                "action": action.value,
+            }
+            manifest.write(json_line(entry))
+            requests += 1
+            actions[action] += 1
+        lost = pending.not_found()
 
+    if lost:
+        raise ValueError(
+            f"the request lines of {', '.join(lost)} (and maybe more) are not in the request files "
+            "given; pass the files the failed requests were sent in"
+        )
     return RecoveryPlan(
         next_round=next_round,
         shards=shards.shards,

@@ -14,7 +14,7 @@ from tests.unit.strategy.helpers import loan, make_spec, spec_data
 def test_params_are_exactly_the_messages_api_params(loan_spec: WorkloadSpec) -> None:
     params = build_params(loan_spec, loan("114829", text="NOTICE OF RIGHT TO CANCEL\nYou may cancel."))
     assert set(params) == {"model", "max_tokens", "system", "messages"}
-    assert (params["model"], params["max_tokens"]) == ("claude-sonnet-4-5", 1024)
+    assert (params["model"], params["max_tokens"]) == (loan_spec.model, loan_spec.max_tokens)
     assert params["messages"] == [
         {
             "role": "user",
