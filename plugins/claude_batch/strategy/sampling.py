@@ -56,6 +56,9 @@ def select_sample(
 ) -> list[ValidRecord]:
     """A deterministic stratified sample in one streaming pass, returned in input order.
 
+    ``records`` are typically ``sharding.valid_records(spec, reads, run_date)``: only records the
+    bulk run would send are worth validating the prompt on.
+
     Each record draws a priority from ``random.Random(seed)`` in input order; each stratum keeps its
     ``size`` lowest-priority records in a heap (memory O(size x strata), and strata are a
     low-cardinality field by design); at the end every stratum gets its share of ``size`` and

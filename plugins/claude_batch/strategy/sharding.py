@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import IO
@@ -158,6 +158,14 @@ def check_record(spec: WorkloadSpec, read: RecordRead, run_date: date) -> ValidR
         business_key=business_key,
         custom_id=custom_id_for(spec.custom_id_prefix, key_values, run_date),
     )
+
+
+def valid_records(spec: WorkloadSpec, reads: Iterable[RecordRead], run_date: date) -> Iterator[ValidRecord]:
+    """The records that pass ``check_record``: what the validation sample is drawn from."""
+    for read in reads:
+        checked = check_record(spec, read, run_date)
+        if isinstance(checked, ValidRecord):
+            yield checked
 
 
 class ShardWriter:

@@ -113,8 +113,8 @@ def _require_fields(model_path: str | None, names: list[str], what: str) -> None
     unknown = [n for n in names if n not in model.model_fields]
     if unknown:
         raise ValueError(
-            f"{what} {', '.join(map(repr, unknown))} not a field of {model.__name__} "
-            f"(fields: {', '.join(model.model_fields)})"
+            f"{what} {', '.join(map(repr, unknown))} not in {model.__name__} "
+            f"(its fields: {', '.join(model.model_fields)})"
         )
 
 
@@ -404,7 +404,11 @@ class BudgetSpec(BaseModel):
 
 
 class WorkloadSpec(BaseModel):
-    """One bulk Claude workload. Field order matters: later fields are checked against earlier ones."""
+    """One bulk Claude workload; README.md, "Workload specs", describes each field.
+
+    Field order matters: later fields are checked against earlier ones (the business key against the
+    input model, the templates against its fields, the shard target against the request limit).
+    """
 
     model_config = ConfigDict(extra="forbid")
 

@@ -15,7 +15,7 @@ from claude_batch.strategy.manifest import read_manifest
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
 from claude_batch.strategy.records import read_jsonl
 from claude_batch.strategy.requests import build_params
-from claude_batch.strategy.sharding import ShardPlan, ShardWriter, write_shards
+from claude_batch.strategy.sharding import ShardPlan, ShardWriter, valid_records, write_shards
 from claude_batch.strategy.spec import BATCH_BODY_OVERHEAD, WorkloadSpec, parse_workload
 from tests.unit.strategy.helpers import loan, make_spec, spec_data, write_jsonl
 
@@ -156,6 +156,15 @@ def test_a_record_the_template_cannot_render_is_quarantined(tmp_path: Path) -> N
     (entry,) = _quarantine(plan)
     assert entry.quarantine_class is QuarantineClass.RENDER_FAILED
     assert plan.requests == 1
+
+
+def test_valid_records_are_those_sharding_would_send(loan_spec: WorkloadSpec, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "input.jsonl", [loan("1"), loan("2", text=""), loan("3")])
+    valid = list(valid_records(loan_spec, read_jsonl(source), RUN_DATE))
+    assert [(v.position, v.custom_id, v.business_key) for v in valid] == [
+        (1, "loan-2026-06-07-1", "1"),
+        (3, "loan-2026-06-07-3", "3"),
+    ]
 
 
 def test_empty_input_gives_no_shards(loan_spec: WorkloadSpec, tmp_path: Path) -> None:

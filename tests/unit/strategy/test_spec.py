@@ -63,10 +63,10 @@ def test_invalid_yaml_says_so(tmp_path: Path) -> None:
         ({"sharding": {"target_bytes": "300MB"}}, "sharding.target_bytes"),
         (
             {"business_key": ["loan_id"]},
-            "business_key: business key field(s) 'loan_id' not a field of LoanFile",
+            "business_key: business key field(s) 'loan_id' not in LoanFile",
         ),
-        ({"text_fields": ["body"]}, "text_fields: text field(s) 'body' not a field of LoanFile"),
-        ({"stratify_by": "region"}, "stratify_by: stratify_by field 'region' not a field of LoanFile"),
+        ({"text_fields": ["body"]}, "text_fields: text field(s) 'body' not in LoanFile"),
+        ({"stratify_by": "region"}, "stratify_by: stratify_by field 'region' not in LoanFile"),
         ({"input_schema": "claude_workloads.nowhere:LoanFile"}, "input_schema: cannot use"),
         ({"output_schema": "claude_workloads.loan_disclosure_review:risk_for"}, "not a pydantic model class"),
         ({"output_schema": "LoanReview"}, "output_schema: write it as 'package.module:ModelName'"),
@@ -130,7 +130,7 @@ def _with_templates(tmp_path: Path, system: str, user: str) -> WorkloadSpec:
 
 
 def test_user_template_reading_a_field_the_input_lacks_is_a_spec_error(tmp_path: Path) -> None:
-    with pytest.raises(WorkloadSpecError, match=r"reads record field.*'loan_number' not a field of LoanFile"):
+    with pytest.raises(WorkloadSpecError, match=r"reads record field.*'loan_number' not in LoanFile"):
         _with_templates(tmp_path, "Review.", "{{ record.loan_number }}")
 
 
