@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, closing
 from enum import StrEnum
 from typing import Any
@@ -293,6 +293,22 @@ def _classify(
         custom_id, business_key, ResultClass.ERRORED, message, error_kind="unrecognized_result"
     )
     return ResultClass.ERRORED, failure, "unrecognized_result", None
+
+
+def sync_result_line(
+    custom_id: str,
+    message: Mapping[str, Any] | None = None,
+    error_kind: str | None = None,
+    error_message: str = "",
+) -> str:
+    """The batch result line of a synchronous call (its Message, or its error kind and message), so
+    sync answers (sample, near-deadline rounds) are partitioned exactly like batch ones."""
+    if message is not None:
+        result: dict[str, Any] = {"type": "succeeded", "message": dict(message)}
+    else:
+        error = {"type": error_kind or "api_error", "message": error_message}
+        result = {"type": "errored", "error": {"type": "error", "error": error, "request_id": None}}
+    return json.dumps({"custom_id": custom_id, "result": result})
 
 
 def read_failures(out_dir: OutputDir) -> Iterator[FailureRecord]:

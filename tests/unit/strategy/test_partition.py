@@ -15,6 +15,7 @@ from claude_batch.strategy.partition import (
     ResultClass,
     partition_results,
     read_failures,
+    sync_result_line,
 )
 from claude_workloads.loan_disclosure_review import LoanReview
 from tests.unit.strategy.helpers import ended_line, errored_line, review_json, succeeded_line
@@ -110,6 +111,17 @@ def test_usage_is_summed_over_answered_requests(tmp_path: Path) -> None:
     results = [succeeded_line(f"loan-{n}", review_json(str(n)), input_tokens=10 * n) for n in range(1, 4)]
     summary = partition_results(results, _manifest("1", "2", "3"), LoanReview, tmp_path)
     assert summary.usage == Usage(input_tokens=60, output_tokens=300, cache_read_input_tokens=750)
+
+
+def test_synchronous_answers_partition_like_batch_results(tmp_path: Path) -> None:
+    message = json.loads(succeeded_line("x", review_json("1")))["result"]["message"]
+    results = [
+        sync_result_line("loan-1", message=message),
+        sync_result_line("loan-2", error_kind="rate_limit_error", error_message="slow down"),
+    ]
+    summary = partition_results(results, _manifest("1", "2"), LoanReview, tmp_path)
+    assert summary.counts[ResultClass.SUCCEEDED] == 1
+    assert summary.errored_by_kind == {"rate_limit_error": 1}
 
 
 def test_a_manifest_listing_an_id_twice_is_refused(tmp_path: Path) -> None:
