@@ -12,7 +12,6 @@ import json
 import re
 import socket
 import struct
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -228,8 +227,7 @@ def _api_routes() -> APIRouter:
     ) -> Response:
         emulator = _emulator(request)
         # The body goes to a file beside the state, never whole into memory: it may be 256 MB.
-        state_path = emulator.config.state_path
-        spool = state_path.with_name(f".{state_path.name}.upload-{uuid.uuid4().hex}")
+        spool = emulator.new_upload_path()
         try:
             with spool.open("wb") as out:
                 await _receive_body(request, BATCH_BODY_LIMIT, out.write)

@@ -19,6 +19,7 @@ import sqlite3
 import string
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,9 @@ class Emulator:
         self.config = config
         self.state = EmulatorState(config.state_path)
         self.clock = self._resume_clock()
+        # Bodies of batch creates a crash interrupted: their batches were never stored.
+        for leftover in config.state_path.parent.glob(f".{config.state_path.name}.upload-*"):
+            leftover.unlink(missing_ok=True)
         self._batch_locks: dict[str, threading.Lock] = {}
         self._batch_locks_guard = threading.Lock()
         # Per-process, like the real API's rate limiter: both restart from zero with the emulator.
@@ -147,6 +151,11 @@ class Emulator:
         return record is not None and self.clock.real_seconds(self.clock.now() - record.created_at) < window
 
     # Batches
+
+    def new_upload_path(self) -> Path:
+        """Where to keep the body of a batch create while it is read: beside the state, on disk."""
+        state_path = self.config.state_path
+        return state_path.with_name(f".{state_path.name}.upload-{uuid.uuid4().hex}")
 
     def create_batch(self, body_path: Path) -> BatchRecord:
         """Store the batch in the body file; raises ApiError for a body the API would refuse."""

@@ -35,7 +35,7 @@ MODELS: dict[str, ModelSpec] = {
     "claude-opus-4-7": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096),
     "claude-mythos-preview": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096),
     "claude-opus-4-6": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096),
-    "claude-sonnet-4-6": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 2048),
+    "claude-sonnet-4-6": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024),
     "claude-haiku-4-5": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 4096),
     "claude-haiku-4-5-20251001": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 4096),
     "claude-opus-4-5": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 4096),

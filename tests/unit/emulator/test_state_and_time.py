@@ -42,6 +42,18 @@ def test_a_killed_emulator_restarted_on_its_state_still_serves_batches_and_resul
     assert stats["batches_created"] == 3 and stats["custom_id_max_submissions"] == 2
 
 
+def test_a_restart_removes_a_batch_body_a_crash_left_half_uploaded(tmp_path: Path) -> None:
+    state = tmp_path / "emulator.db"
+    with running_emulator(state=state) as emulator:
+        leftover = tmp_path / ".emulator.db.upload-0123abcd"
+        leftover.write_bytes(b'{"requests": [')
+        emulator.kill()
+        emulator.restart()
+
+        assert not leftover.exists()
+        assert sdk_client(emulator).messages.batches.list().data == []
+
+
 def test_requests_unfinished_when_24_hours_pass_expire() -> None:
     # A day passes in a real second; the batch would need two days, so about half its requests expire.
     with running_emulator(time_scale=DAY, processing_seconds=2 * DAY) as emulator:
