@@ -1,4 +1,4 @@
-"""One DAG per bundled workload spec in include/workloads/ (loan_disclosure_review, document_tagging).
+"""Airflow DAGs: one per bundled workload spec in include/workloads/ (loan_disclosure_review, document_tagging).
 
 The specs are validated here, at parse time, so a broken spec shows as an import error in the UI
 before it can cost anything. Nothing here touches the network or a database.

@@ -48,8 +48,14 @@ force a sample size for a backfill.
 """
 
 
-def build_workload_dag(spec: WorkloadSpec, *, conn_id: str = ANTHROPIC_CONN_ID) -> DAG:
-    """The DAG of one workload spec; its dag_id is the spec's name."""
+def build_workload_dag(
+    spec: WorkloadSpec, *, conn_id: str = ANTHROPIC_CONN_ID, poll_interval: float = 30.0
+) -> DAG:
+    """The DAG of one workload spec; its dag_id is the spec's name.
+
+    :param conn_id: the ``anthropic`` connection (host = base URL: the real API or the emulator).
+    :param poll_interval: first pause between batch polls in the triggerer, in seconds (it backs off).
+    """
     with DAG(
         dag_id=spec.name,
         description=spec.description or f"Bulk Claude workload {spec.name}",
@@ -103,14 +109,20 @@ def build_workload_dag(spec: WorkloadSpec, *, conn_id: str = ANTHROPIC_CONN_ID) 
                 task_id="submit", run=route.output, shard=shard_file, conn_id=conn_id, pool=SUBMIT_POOL
             )
             waited = BatchWaitSensor(
-                task_id="wait", submission=submitted.output, deadline=_RUN_DEADLINE, conn_id=conn_id
+                task_id="wait",
+                submission=submitted.output,
+                deadline=_RUN_DEADLINE,
+                conn_id=conn_id,
+                poll_interval=poll_interval,
             )
             PartitionOperator(
                 task_id="partition", run=route.output, submission=waited.output, conn_id=conn_id
             )
 
         shards = per_shard.expand(shard_file=shard.output)
-        recover = RecoverOperator(task_id="recover", run=route.output, conn_id=conn_id)
+        recover = RecoverOperator(
+            task_id="recover", run=route.output, conn_id=conn_id, poll_interval=poll_interval
+        )
         publish = PublishOperator(task_id="publish", run=route.output, outlets=[workload_asset(spec)])
         shards >> recover >> publish
     return dag

@@ -134,7 +134,7 @@ class PartitionOperator(BaseOperator):
     def __init__(
         self, *, run: Any, submission: Any, conn_id: str = "anthropic_default", **kwargs: Any
     ) -> None:
-        kwargs.setdefault("map_index_template", "{{ shard_label }}")
+        kwargs.setdefault("map_index_template", "shard {{ '%05d' % task.submission['shard_index'] }}")
         super().__init__(**kwargs)
         self.run = run
         self.submission = submission
@@ -142,7 +142,6 @@ class PartitionOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict:
         run = RunContext.of(self.run)
-        context["shard_label"] = f"shard {self.submission['shard_index']:05d}"
         summary = partition_submission(
             get_store(), ClaudeBatchHook(conn_id=self.conn_id), run, self.submission, self.log
         )

@@ -114,10 +114,8 @@ class PublishOperator(BaseOperator):
         health = assess_health(first_mix, trailing, spec.health)
         ti = context["ti"]
         levers = [Lever(lever="route", value=run.route.value, rationale=run.route_rationale)]
-        for task_id, key in (("sample_validate", "return_value"), ("shard", "lever")):
-            pulled = ti.xcom_pull(task_ids=task_id, key=key)
-            lever = pulled.get("lever", pulled) if isinstance(pulled, dict) else None
-            if lever:
+        for task_id in ("sample_validate", "shard"):
+            if lever := ti.xcom_pull(task_ids=task_id, key="lever"):
                 levers.append(Lever.model_validate(lever))
         for route in (ti.xcom_pull(task_ids="recover") or {}).get("routes", []):
             levers.append(
@@ -146,11 +144,6 @@ class PublishOperator(BaseOperator):
             finished_at=datetime.now(UTC),
         )
         report_json = report.model_dump(mode="json")
-        report_json["outputs"] = {
-            "store": "claude_batch_store connection",
-            "workload": spec.name,
-            "run_date": run.run_date.isoformat(),
-        }
         with run.path("report.json").open("w") as out:
             out.write(json.dumps(report_json, indent=2))
         balanced = accounting.balanced and report.accounted() and accounting.inputs == run.input_count

@@ -134,9 +134,10 @@ class SampleValidateOperator(BaseOperator):
                 f"No batch was created. Failing examples: {examples}. Fix the prompt or the output schema, "
                 "then clear this task."
             )
-        return {
-            "sample_size": gate.n,
-            "pass_rate": gate.pass_rate,
-            "results": [str(p) for p in parts],
-            "lever": {"lever": "sample size", "value": str(gate.n), "rationale": why},
+        lever = {
+            "lever": "sample size",
+            "value": str(gate.n),
+            "rationale": f"{why}; passed {gate.pass_rate:.0%}",
         }
+        context["ti"].xcom_push(key="lever", value=lever)
+        return {"sample_size": gate.n, "pass_rate": gate.pass_rate, "results": [str(p) for p in parts]}

@@ -168,7 +168,10 @@ class SubmitOperator(BaseOperator):
         max_requests_in_flight: int = DEFAULT_MAX_REQUESTS_IN_FLIGHT,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("map_index_template", "{{ shard_label }}")
+        kwargs.setdefault(
+            "map_index_template",
+            "shard {{ '%05d' % task.shard['index'] }} ({{ task.shard['request_count'] }} requests)",
+        )
         super().__init__(**kwargs)
         self.run = run
         self.shard = shard
@@ -180,7 +183,6 @@ class SubmitOperator(BaseOperator):
         spec = run.spec()
         store = get_store()
         shard = self.shard
-        context["shard_label"] = f"shard {shard['index']:05d} ({shard['request_count']} requests)"
         existing = store.attempt(run.store_run_id, shard["index"], shard["round"])
         if run.route is Route.BATCH and (existing is None or existing.batch_id is None):
             in_flight = store.requests_in_flight()

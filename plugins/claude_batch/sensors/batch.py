@@ -57,7 +57,7 @@ class BatchWaitSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("mode", "poke" if deferrable else "reschedule")
-        kwargs.setdefault("map_index_template", "{{ shard_label }}")
+        kwargs.setdefault("map_index_template", "shard {{ '%05d' % task.submission['shard_index'] }}")
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
         self.submission = submission
@@ -68,7 +68,6 @@ class BatchWaitSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def execute(self, context: Any) -> dict:
-        context["shard_label"] = f"shard {self.submission.get('shard_index', 0):05d}"
         if self.submission.get("kind") != "batch":
             shard = self.submission.get("shard_index")
             self.log.info("Shard %s ran synchronously; nothing to wait for", shard)
