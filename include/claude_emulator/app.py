@@ -107,8 +107,8 @@ class EmulatorApp(FastAPI):
             await connection.wait_until_lost()
 
 
-def _wire(model: BaseModel, status_code: int = 200) -> Response:
-    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+def _wire(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def _error_response(request: Request, error: ApiError) -> Response:
@@ -309,7 +309,7 @@ def _api_routes() -> APIRouter:
             ):
                 last_chunk = rows[-1][0]
                 line_count = sum(count for _, count, _ in rows)
-                data = b"".join(jsonl for _, _, jsonl in rows)
+                data = b"".join(blob for _, _, blob in rows)
                 if cut_after is not None and sent + line_count > cut_after:
                     lines = data.split(b"\n")
                     whole = cut_after - sent

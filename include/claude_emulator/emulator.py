@@ -112,9 +112,10 @@ class Emulator:
             leftover.unlink(missing_ok=True)
         self._batch_locks: dict[str, threading.Lock] = {}
         self._batch_locks_guard = threading.Lock()
-        # Per-process, like the real API's rate limiter: both restart from zero with the emulator.
+        # Kept in memory: the sequence of HTTP faults starts over when the emulator restarts.
         self._endpoint_calls: Counter[str] = Counter()
         self._http_faults_injected: Counter[tuple[str, str]] = Counter()
+        self._http_faults_lock = threading.Lock()
 
     def _resume_clock(self) -> EmulatorClock:
         wall = time.time()
@@ -130,8 +131,9 @@ class Emulator:
 
     def http_fault(self, endpoint: Endpoint) -> tuple[HttpFault | None, float]:
         """The failure (if any) of this call of `endpoint`, and how many seconds to delay it."""
-        self._endpoint_calls[endpoint] += 1
-        call = self._endpoint_calls[endpoint]
+        with self._http_faults_lock:
+            self._endpoint_calls[endpoint] += 1
+            call = self._endpoint_calls[endpoint]
         faults = self.config.faults.endpoint(endpoint)
         delay = faults.slow_seconds if faults.is_slow(self.config.seed, endpoint, call) else 0.0
         if delay:
@@ -139,7 +141,8 @@ class Emulator:
         return faults.failure_for(self.config.seed, endpoint, call), delay
 
     def record_http_fault(self, endpoint: Endpoint, fault: HttpFault) -> None:
-        self._http_faults_injected[(endpoint, fault.value)] += 1
+        with self._http_faults_lock:
+            self._http_faults_injected[(endpoint, fault.value)] += 1
 
     def retry_after_seconds(self, endpoint: Endpoint) -> float:
         return self.config.faults.endpoint(endpoint).retry_after_seconds
@@ -439,7 +442,9 @@ class Emulator:
         counters = self.state.counters()
         max_submissions, resubmitted = self.state.batch_submission_summary()
         faults: dict[str, dict[str, int]] = {}
-        for (endpoint, fault), count in sorted(self._http_faults_injected.items()):
+        with self._http_faults_lock:
+            injected = sorted(self._http_faults_injected.items())
+        for (endpoint, fault), count in injected:
             faults.setdefault(endpoint, {})[fault] = count
         return {
             "batches_created": counters.get("batches_created", 0),
