@@ -96,6 +96,33 @@ def _check_messages(messages: Any) -> None:
             _check_blocks(f"messages.{index}.content", message["content"])
 
 
+def _check_cache_markers(params: dict[str, Any]) -> None:
+    """Every ``cache_control`` is ``{"type": "ephemeral"}`` with an optional ttl of 5m or 1h."""
+    markers = [("cache_control", params.get("cache_control"))]
+    markers += [
+        (f"tools.{i}.cache_control", tool.get("cache_control"))
+        for i, tool in enumerate(params.get("tools") or [])
+    ]
+    if isinstance(params.get("system"), list):
+        markers += [
+            (f"system.{i}.cache_control", block.get("cache_control"))
+            for i, block in enumerate(params["system"])
+        ]
+    for m, message in enumerate(params["messages"]):
+        if isinstance(message["content"], list):
+            markers += [
+                (f"messages.{m}.content.{i}.cache_control", block.get("cache_control"))
+                for i, block in enumerate(message["content"])
+            ]
+    for field, marker in markers:
+        if marker is None:
+            continue
+        if not isinstance(marker, dict) or marker.get("type") != "ephemeral":
+            raise invalid_request(f"{field}.type: Input should be 'ephemeral'")
+        if marker.get("ttl", "5m") not in ("5m", "1h"):
+            raise invalid_request(f"{field}.ttl: Input should be '5m' or '1h'")
+
+
 def _check_prompt(params: dict[str, Any], allowed: frozenset[str]) -> tuple[str, ModelSpec, PromptLayout]:
     """Checks what Messages and count_tokens share; returns the model, its limits and the prompt's layout."""
     for field in params:
@@ -113,6 +140,7 @@ def _check_prompt(params: dict[str, Any], allowed: frozenset[str]) -> tuple[str,
     tools = params.get("tools")
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         raise invalid_request("tools: Input should be a valid list of tool definitions")
+    _check_cache_markers(params)
     layout = prompt_layout(model, params)
     if layout.marked_blocks > MAX_CACHE_MARKERS:
         raise invalid_request(

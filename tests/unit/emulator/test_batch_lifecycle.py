@@ -118,6 +118,10 @@ def test_invalid_params_become_errored_lines_once_the_batch_ends(client: anthrop
         batch_request("unknown-model", model="claude-nonexistent-9"),
         batch_request("too-long", "word " * 180_000),
         batch_request("extra-field", colour="blue"),
+        batch_request(
+            "bad-cache-ttl",
+            system=[{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "2d"}}],
+        ),
     ]
 
     batch = client.messages.batches.create(requests=requests)
@@ -135,6 +139,10 @@ def test_invalid_params_become_errored_lines_once_the_batch_ends(client: anthrop
         "unknown-model": ("not_found_error", "model: claude-nonexistent-9"),
         "too-long": ("invalid_request_error", "prompt is too long: 225004 tokens > 200000 maximum"),
         "extra-field": ("invalid_request_error", "colour: Extra inputs are not permitted"),
+        "bad-cache-ttl": (
+            "invalid_request_error",
+            "system.0.cache_control.ttl: Input should be '5m' or '1h'",
+        ),
     }
     for custom_id, (kind, message) in expected.items():
         result = results[custom_id]
