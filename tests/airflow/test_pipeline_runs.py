@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
 
 from claude_batch.strategy.report import RunReport
 
@@ -28,3 +30,113 @@ def test_clean_run_publishes_every_record_once_through_one_batch(pipeline_for) -
     assert pipeline.emulator.stats()["batches_created"] == 1
     assert report.cost_usd < report.all_sync_cost_usd
     assert pipeline.store().outputs_count("loan_disclosure_review", date(2026, 6, 7)) == 150
+
+
+EVERY_FAILURE_KIND = {
+    "requests": {
+        "errored": {
+            "api_error": 0.04,
+            "overloaded_error": 0.03,
+            "rate_limit_error": 0.02,
+            "invalid_request_error": 0.03,
+        },
+        "expired": 0.03,
+        "canceled": 0.03,
+        "invalid_output": 0.04,
+    },
+    "endpoints": {
+        "create_batch": {"rate_limited": 0.3, "retry_after_seconds": 0},
+        "retrieve_batch": {"not_found_after_create": 0.5, "not_found_window_seconds": 1.0, "api_error": 0.1},
+        "results": {"truncated": 0.4},
+    },
+}
+
+
+def test_every_failure_kind_ends_published_or_quarantined_with_a_reason(pipeline_for) -> None:
+    pipeline = pipeline_for(processing_seconds=1.0, faults=EVERY_FAILURE_KIND, seed=3)
+    loans = pipeline.loan_input(300)
+
+    dag_run = pipeline.run("loan_disclosure_review", loans)
+
+    assert dag_run.state == "success"
+    report = _report(pipeline)
+    assert report.inputs == 300
+    assert report.published + report.quarantined_total == 300
+    assert report.rounds >= 1
+    assert report.recovered > 0
+    # Only what no resubmission fixes is quarantined: the API's invalid_request_error.
+    assert set(report.quarantined) == {"invalid_request"}
+    store = pipeline.store()
+    run = next(r for r in store.recent_runs("loan_disclosure_review") if r.logical_date == date(2026, 6, 7))
+    rows = store.quarantine_rows(run.id)
+    assert all(row.custom_id and row.custom_id in row.reason for row in rows)
+    assert store.outputs_count("loan_disclosure_review", date(2026, 6, 7)) == report.published
+    stats = pipeline.emulator.stats()
+    assert stats["batches_created"] == report.batches_created
+    assert stats["custom_id_max_submissions"] <= 1 + 3  # first try + recovery.max_rounds
+
+
+def test_failing_sample_gate_stops_before_any_batch_is_created(pipeline_for) -> None:
+    pipeline = pipeline_for(faults={"requests": {"invalid_output": 0.5}}, seed=1)
+    loans = pipeline.loan_input(120)
+
+    dag_run = pipeline.run("loan_disclosure_review", loans)
+
+    assert dag_run.state == "failed"
+    stats = pipeline.emulator.stats()
+    assert stats["batches_created"] == 0
+    assert stats["messages_created"] > 0
+    store = pipeline.store()
+    run = next(r for r in store.recent_runs("loan_disclosure_review") if r.logical_date == date(2026, 6, 7))
+    assert store.batches_created(run.id) == 0
+    assert store.outputs_count("loan_disclosure_review", date(2026, 6, 7)) == 0
+
+
+def test_rerunning_a_date_reattaches_instead_of_paying_twice(pipeline_for) -> None:
+    pipeline = pipeline_for(processing_seconds=0.5)
+    loans = pipeline.loan_input(130)
+
+    first = pipeline.run("loan_disclosure_review", loans)
+    second = pipeline.run("loan_disclosure_review", loans)
+
+    assert (first.state, second.state) == ("success", "success")
+    stats = pipeline.emulator.stats()
+    assert stats["batches_created"] == 1
+    assert stats["custom_id_max_submissions"] == 1
+    assert pipeline.store().outputs_count("loan_disclosure_review", date(2026, 6, 7)) == 130
+    assert _report(pipeline).batches_created == 1
+
+
+def test_a_close_deadline_routes_the_bulk_to_the_messages_api(pipeline_for) -> None:
+    pipeline = pipeline_for()
+    loans = pipeline.loan_input(110)
+
+    dag_run = pipeline.run(
+        "loan_disclosure_review", loans, deadline=datetime.now(UTC) + timedelta(minutes=90)
+    )
+
+    assert dag_run.state == "success"
+    report = _report(pipeline)
+    assert (report.published, report.batches_created) == (110, 0)
+    assert pipeline.emulator.stats()["batches_created"] == 0
+    route = next(lever for lever in report.levers if lever.lever == "route")
+    assert route.value == "sync"
+    assert "deadline" in route.rationale
+    assert report.cost_usd == pytest.approx(report.all_sync_cost_usd)
+
+
+def test_backfill_of_three_dates_keeps_each_date_apart(pipeline_for) -> None:
+    pipeline = pipeline_for(processing_seconds=0.5)
+    loans = pipeline.loan_input(100)
+    dates = [datetime(2026, 6, day, 5, 0, tzinfo=UTC) for day in (7, 8, 9)]
+
+    states = [pipeline.run("loan_disclosure_review", loans, logical_date=d).state for d in dates]
+
+    assert states == ["success"] * 3
+    store = pipeline.store()
+    for day in (7, 8, 9):
+        assert store.outputs_count("loan_disclosure_review", date(2026, 6, day)) == 100
+    assert pipeline.emulator.stats()["batches_created"] == 3
+    # The same loan id gets a different custom_id per date: no result can land on the wrong date.
+    output = store.get_output("loan_disclosure_review", "100000", date(2026, 6, 8))
+    assert output is not None and output.custom_id == "loan-2026-06-08-100000"

@@ -34,8 +34,18 @@ def read_result_lines(files: Sequence[Any]) -> Iterator[bytes]:
             yield from (line for line in stream if line.strip())
 
 
-def _outcome(line: bytes, records: dict[str, dict]) -> SampleOutcome:
-    data = json.loads(line)
+def _outcomes(lines: Iterator[bytes], records: dict[str, dict]) -> Iterator[SampleOutcome]:
+    """The sample's outcomes; a re-run of the date may have answered other records too (a larger
+    sample then): only this sample's records count, each once."""
+    seen: set[str] = set()
+    for line in lines:
+        data = json.loads(line)
+        if data["custom_id"] in records and data["custom_id"] not in seen:
+            seen.add(data["custom_id"])
+            yield _outcome(data, records)
+
+
+def _outcome(data: dict, records: dict[str, dict]) -> SampleOutcome:
     result = data["result"]
     if result["type"] == "succeeded":
         return SampleOutcome(
@@ -116,7 +126,7 @@ class SampleValidateOperator(BaseOperator):
 
         records = {item.custom_id: item.record.model_dump(mode="json") for item in sample}
         gate = evaluate_sample(
-            (_outcome(line, records) for line in read_result_lines(parts)),
+            _outcomes(read_result_lines(parts), records),
             spec.output_model(),
             spec.sample.pass_gate,
             spec.sample.expectations,
