@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import socket
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -73,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     faults = load_fault_plan(args.faults) if args.faults else FaultPlan()
@@ -96,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
                 timeout_graceful_shutdown=5,
             )
         )
+        # uvicorn stops gracefully on SIGTERM or SIGINT, then raises the signal again with the handlers
+        # it found; these make that a clean exit, so the scratch state below is still removed.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, _exit_cleanly)
         server.run()
     finally:
         if scratch is not None:

@@ -94,15 +94,20 @@ class EmulatorHandle:
         response.raise_for_status()
         return response.json()
 
-    def stop(self) -> None:
-        """Stop the emulator as an operator would (SIGTERM), killing it if it does not exit in time."""
-        if self.running:
-            assert self._process is not None
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(_STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    def stop(self) -> int | None:
+        """Stop the emulator as an operator would (SIGTERM), killing it if it does not exit in time.
+
+        Returns its exit status (0 for a clean stop), or None if it was not running.
+        """
+        if not self.running:
+            return None
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            return self._process.wait(_STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self._process.returncode
 
     def kill(self) -> None:
         """Kill the emulator with SIGKILL, as a crash would: nothing gets to clean up."""

@@ -42,6 +42,13 @@ def test_a_killed_emulator_restarted_on_its_state_still_serves_batches_and_resul
     assert stats["batches_created"] == 3 and stats["custom_id_max_submissions"] == 2
 
 
+def test_sigterm_stops_the_emulator_cleanly() -> None:
+    with running_emulator() as emulator:
+        exit_status = emulator.stop()
+
+        assert exit_status == 0 and not emulator.running
+
+
 def test_a_restart_removes_a_batch_body_a_crash_left_half_uploaded(tmp_path: Path) -> None:
     state = tmp_path / "emulator.db"
     with running_emulator(state=state) as emulator:
