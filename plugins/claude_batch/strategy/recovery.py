@@ -197,7 +197,7 @@ def trim_request(params: dict[str, Any], message: str) -> dict[str, Any] | None:
     keep_share = _UNKNOWN_TRIM_KEEP
     if counts:
         actual, allowed = (int(n.replace(",", "")) for n in counts.groups())
-        keep_share = min(_UNKNOWN_TRIM_KEEP * 2, allowed / actual) * _TRIM_HEADROOM
+        keep_share = min(1.0, allowed / actual) * _TRIM_HEADROOM
     keep = int(len(content) * keep_share) // 2
     omitted = len(content) - 2 * keep
     trimmed = f"{content[:keep]}\n[... {omitted} {TRIM_MARKER} ...]\n{content[len(content) - keep :]}"
