@@ -140,3 +140,35 @@ def test_backfill_of_three_dates_keeps_each_date_apart(pipeline_for) -> None:
     # The same loan id gets a different custom_id per date: no result can land on the wrong date.
     output = store.get_output("loan_disclosure_review", "100000", date(2026, 6, 8))
     assert output is not None and output.custom_id == "loan-2026-06-08-100000"
+
+
+def test_a_crash_between_create_and_ledger_write_adopts_the_orphan_batch(pipeline_for) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    from claude_batch.hooks.claude import ClaudeBatchHook
+    from claude_batch.operators.run import file_digest, run_dir_for
+    from claude_batch.strategy.records import read_jsonl
+    from claude_batch.strategy.sharding import write_shards
+    from claude_batch.strategy.spec import load_workload
+
+    pipeline = pipeline_for(processing_seconds=0.5)
+    loans = pipeline.loan_input(120)
+    spec = load_workload("loan_disclosure_review")
+    run_date = date(2026, 6, 7)
+    # What the crashed try left behind: its shard file, its intent row, and a batch at the API that the
+    # ledger never heard of.
+    shards_dir = ObjectStoragePath(run_dir_for(spec.name, run_date)) / "shards"
+    plan = write_shards(spec, read_jsonl(ObjectStoragePath(f"file://{loans}")), shards_dir, run_date)
+    shard_file = ObjectStoragePath(plan.shards[0].path)
+    store = pipeline.store()
+    run = store.open_run(spec.name, run_date, "crashed-try")
+    store.record_intent(run.id, 0, 0, "batch", plan.shards[0].request_count, file_digest(shard_file))
+    orphan = ClaudeBatchHook().create_batch_from_file(shard_file)
+
+    dag_run = pipeline.run("loan_disclosure_review", loans)
+
+    assert dag_run.state == "success"
+    attempt = store.attempt(run.id, 0, 0)
+    assert (attempt.batch_id, attempt.adopted) == (orphan.id, True)
+    assert pipeline.emulator.stats()["batches_created"] == 1
+    assert store.outputs_count(spec.name, run_date) == 120

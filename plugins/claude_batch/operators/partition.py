@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import anthropic
+import httpx2
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -17,8 +18,10 @@ from claude_batch.store import Store
 from claude_batch.strategy.manifest import ManifestEntry, read_manifest
 from claude_batch.strategy.partition import PartitionSummary, ResultClass, partition_results
 
+# A results stream cut off mid-way surfaces as the HTTP client's transport error, not the SDK's.
 RESULT_DOWNLOAD_ERRORS = (
     ResultsIncompleteError,
+    httpx2.TransportError,
     anthropic.APIConnectionError,
     anthropic.InternalServerError,
     anthropic.RateLimitError,
