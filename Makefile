@@ -19,6 +19,10 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The nightly loan review end to end on SQLite against the bundled emulator; prints the run report.
+demo: setup
+	$(BIN)/python -m claude_demo.run $(DEMO_ARGS)
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -33,4 +37,4 @@ freeze:
 	rm -rf .freeze-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .demo
