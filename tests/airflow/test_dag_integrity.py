@@ -39,7 +39,7 @@ def _forbid_io(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
-EXPECTED_DAG_IDS = {"loan_disclosure_review", "document_tagging"}
+EXPECTED_DAG_IDS = {"loan_disclosure_review", "document_tagging", "rerun_record"}
 
 
 def integrity_problems(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
