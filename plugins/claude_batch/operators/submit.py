@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import anthropic
@@ -50,7 +50,7 @@ def submit_requests(
     """
     digest = file_digest(requests_file)
     kind = "sync" if route is Route.SYNC else "batch"
-    asked_at = datetime.now(UTC)
+    earlier_try = store.attempt(run.store_run_id, shard_index, round_number)
     attempt = store.record_intent(run.store_run_id, shard_index, round_number, kind, request_count, digest)
     if attempt.request_digest != digest:
         raise AirflowFailException(
@@ -84,7 +84,7 @@ def submit_requests(
             attempt.batch_id,
         )
         return submission
-    if aware(attempt.created_at) < asked_at - timedelta(seconds=1):
+    if earlier_try is not None:
         adopted = _adopt_orphan(store, hook, attempt, log)
         if adopted is not None:
             return {**submission, "batch_id": adopted.batch_id, "adopted": True}
