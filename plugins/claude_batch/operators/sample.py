@@ -15,16 +15,8 @@ from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, file_dige
 from claude_batch.strategy.outputs import message_text
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.sampling import SampleOutcome, evaluate_sample, sample_size, select_sample
-from claude_batch.strategy.sharding import ValidRecord, check_record
+from claude_batch.strategy.sharding import valid_records
 from claude_batch.strategy.spec import prompt_fingerprint
-
-
-def _valid_records(context: RunContext) -> Iterator[ValidRecord]:
-    spec = context.spec()
-    for read in read_input(spec, context.input_uri):
-        checked = check_record(spec, read, context.run_date)
-        if isinstance(checked, ValidRecord):
-            yield checked
 
 
 def read_result_lines(files: Sequence[Any]) -> Iterator[bytes]:
@@ -106,7 +98,8 @@ class SampleValidateOperator(BaseOperator):
         )
         self.log.info("Sample size %d (%s), gate %.0f%%", size, why, spec.sample.pass_gate * 100)
 
-        sample = select_sample(_valid_records(run), size, spec.stratify_by, spec.sample.seed)
+        records = valid_records(spec, read_input(spec, run.input_uri), run.run_date)
+        sample = select_sample(records, size, spec.stratify_by, spec.sample.seed)
         builder = request_builder(spec)
         requests_file = run.path("sample", "requests.jsonl")
         run.path("sample").mkdir(parents=True, exist_ok=True)
