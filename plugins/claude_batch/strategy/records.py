@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,6 +22,8 @@ from claude_batch.strategy.paths import ReadablePath
 from claude_batch.strategy.spec import InputFormat, InputSpec
 
 _SQL_FETCH_ROWS = 1_000
+# A \uD800-\uDFFF escape: JSON allows it, but alone it is no Unicode character and cannot be sent.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class RecordProblem(StrEnum):
@@ -73,7 +76,18 @@ def read_jsonl(source: ReadablePath) -> Iterator[RecordRead]:
                 continue
             try:
                 value = json.loads(text)
-            except ValueError as error:
+                if _SURROGATE_ESCAPE.search(text):
+                    json.dumps(value, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                yield RecordRead(
+                    position,
+                    "line",
+                    problem=RecordProblem.NOT_UTF8,
+                    detail="a \\u escape is a lone surrogate (half of a UTF-16 pair), not a character",
+                )
+                continue
+            # RecursionError: nesting deeper than the parser's stack; a bad line, not a reason to stop.
+            except (ValueError, RecursionError) as error:
                 if not raw.endswith(b"\n"):
                     yield RecordRead(
                         position,
