@@ -1,5 +1,5 @@
-"""Build the nightly DAG of a workload spec: route → sample → shard → per shard (submit → wait →
-partition) → recover → publish.
+"""Build the nightly DAG of a workload spec: route → sample → cost guard → shard → per shard (submit →
+wait → partition) → recover → publish.
 
 Kept out of ``dags/`` so that the DAG files stay thin and the same builder serves every spec.
 """
@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, task_group
 
+from claude_batch.operators.cost_guard import CostGuardOperator
 from claude_batch.operators.partition import PartitionOperator
 from claude_batch.operators.publish import PublishOperator
 from claude_batch.operators.recover import RecoverOperator
@@ -49,12 +50,18 @@ force a sample size for a backfill.
 
 
 def build_workload_dag(
-    spec: WorkloadSpec, *, conn_id: str = ANTHROPIC_CONN_ID, poll_interval: float = 30.0
+    spec: WorkloadSpec,
+    *,
+    conn_id: str = ANTHROPIC_CONN_ID,
+    poll_interval: float = 30.0,
+    deferrable: bool = True,
 ) -> DAG:
     """The DAG of one workload spec; its dag_id is the spec's name.
 
     :param conn_id: the ``anthropic`` connection (host = base URL: the real API or the emulator).
     :param poll_interval: first pause between batch polls in the triggerer, in seconds (it backs off).
+    :param deferrable: wait for batches in the triggerer (default); False pokes in reschedule mode, for
+        deployments without a triggerer.
     """
     with DAG(
         dag_id=spec.name,
@@ -100,8 +107,15 @@ def build_workload_dag(
             sample_size="{{ params.sample_size }}",
             conn_id=conn_id,
         )
+        cost_guard = CostGuardOperator(
+            task_id="cost_guard",
+            run=route.output,
+            sample=sample.output,
+            budget=spec.budget.model_dump() if spec.budget else None,
+            conn_id=conn_id,
+        )
         shard = ShardOperator(task_id="shard", run=route.output)
-        sample >> shard
+        cost_guard >> shard
 
         @task_group(group_id="shards")
         def per_shard(shard_file: dict) -> None:
@@ -114,6 +128,7 @@ def build_workload_dag(
                 deadline=_RUN_DEADLINE,
                 conn_id=conn_id,
                 poll_interval=poll_interval,
+                deferrable=deferrable,
             )
             PartitionOperator(
                 task_id="partition", run=route.output, submission=waited.output, conn_id=conn_id

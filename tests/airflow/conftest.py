@@ -46,6 +46,7 @@ class Pipeline:
         deadline: datetime | None = None,
         sample_size: int = 0,
         spec_changes: Callable[[Any], Any] | None = None,
+        deferrable: bool = True,
     ):
         """Run the workload's DAG once with dag.test(); returns the DagRun."""
         from claude_batch.dag_factory import build_workload_dag
@@ -54,7 +55,7 @@ class Pipeline:
         spec = load_workload(workload)
         if spec_changes is not None:
             spec = spec_changes(spec)
-        dag = build_workload_dag(spec, poll_interval=0.2)
+        dag = build_workload_dag(spec, poll_interval=0.2, deferrable=deferrable)
         deadline = deadline or datetime.now(UTC) + timedelta(days=1)
         return dag.test(
             logical_date=logical_date,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from claude_batch.strategy.report import RunReport
 
@@ -172,3 +174,48 @@ def test_a_crash_between_create_and_ledger_write_adopts_the_orphan_batch(pipelin
     assert (attempt.batch_id, attempt.adopted) == (orphan.id, True)
     assert pipeline.emulator.stats()["batches_created"] == 1
     assert store.outputs_count(spec.name, run_date) == 120
+
+
+def test_store_on_postgresql_holds_the_same_run(pipeline_for, postgres_url) -> None:
+    pipeline = pipeline_for(store_url=postgres_url, processing_seconds=0.5)
+    loans = pipeline.loan_input(110)
+
+    dag_run = pipeline.run("loan_disclosure_review", loans)
+
+    assert dag_run.state == "success"
+    report = _report(pipeline)
+    assert (report.inputs, report.published) == (110, 110)
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT count(*) FROM outputs WHERE workload = 'loan_disclosure_review'")
+        )
+        assert rows.scalar_one() == 110
+    engine.dispose()
+
+
+def test_without_a_triggerer_the_wait_pokes_in_reschedule_mode(pipeline_for) -> None:
+    pipeline = pipeline_for(processing_seconds=2.0)
+    loans = pipeline.loan_input(100)
+
+    dag_run = pipeline.run("loan_disclosure_review", loans, deferrable=False)
+
+    assert dag_run.state == "success"
+    assert _report(pipeline).published == 100
+
+
+def test_document_tagging_runs_from_its_own_spec(pipeline_for) -> None:
+    from claude_demo.documents import documents
+
+    pipeline = pipeline_for(processing_seconds=0.5)
+    docs = pipeline.tmp_path / "inputs" / "docs.jsonl"
+    docs.parent.mkdir(parents=True, exist_ok=True)
+    docs.write_text("".join(json.dumps(d) + "\n" for d in documents(120)))
+
+    dag_run = pipeline.run("document_tagging", docs)
+
+    assert dag_run.state == "success"
+    report = _report(pipeline, workload="document_tagging")
+    assert (report.inputs, report.published + report.quarantined_total) == (120, 120)
+    output = pipeline.store().get_output("document_tagging", "kb-00007", date(2026, 6, 7))
+    assert output is not None and 1 <= len(output.output["tags"]) <= 3

@@ -1,0 +1,79 @@
+"""The cost guard stops an over-budget run before any batch exists; a health breach fails the run by name."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from claude_batch.strategy.spec import BudgetSpec
+
+RUN_DATE = date(2026, 6, 7)
+
+
+def _run_of(pipeline):
+    store = pipeline.store()
+    return next(r for r in store.recent_runs("loan_disclosure_review") if r.logical_date == RUN_DATE)
+
+
+def test_over_budget_run_stops_before_any_batch_exists(pipeline_for, capfd) -> None:
+    pipeline = pipeline_for()
+    loans = pipeline.loan_input(120)
+
+    dag_run = pipeline.run(
+        "loan_disclosure_review",
+        loans,
+        spec_changes=lambda s: s.model_copy(update={"budget": BudgetSpec(usd=0.0001)}),
+    )
+
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert (states["sample_validate"], states["cost_guard"]) == ("success", "failed")
+    stats = pipeline.emulator.stats()
+    assert stats["batches_created"] == 0
+    assert stats["count_tokens_calls"] > 0
+    assert pipeline.store().batches_created(_run_of(pipeline).id) == 0
+    log = capfd.readouterr()
+    assert "Over budget for loan_disclosure_review" in log.out + log.err
+    assert "over the budget of $0.00. No batch was created" in log.out + log.err
+
+
+def test_warn_budget_goes_on_and_the_report_sets_the_estimate_against_the_actual(pipeline_for) -> None:
+    pipeline = pipeline_for()
+    loans = pipeline.loan_input(120)
+
+    dag_run = pipeline.run(
+        "loan_disclosure_review",
+        loans,
+        spec_changes=lambda s: s.model_copy(update={"budget": BudgetSpec(usd=0.0001, action="warn")}),
+    )
+
+    assert dag_run.state == "success"
+    report = _run_of(pipeline).report
+    guard = next(lever for lever in report["levers"] if lever["lever"] == "cost guard")
+    estimated, actual = (float(part.split("$")[1]) for part in guard["value"].split(", "))
+    assert actual == round(report["cost_usd"], 4)
+    # count_tokens and the sample's answers foresee the batch's tokens; caching is left out, so high.
+    assert 0.5 * actual <= estimated <= 3 * actual
+    assert "count_tokens on" in guard["rationale"] and "budget $0.00 (warn)" in guard["rationale"]
+
+
+def test_health_threshold_breach_fails_the_run_naming_the_class_and_share(pipeline_for, capfd) -> None:
+    # 20 % invalid_request_error against the spec's fail threshold of 5 %.
+    pipeline = pipeline_for(faults={"requests": {"errored": {"invalid_request_error": 0.2}}}, seed=2)
+    loans = pipeline.loan_input(150)
+
+    dag_run = pipeline.run("loan_disclosure_review", loans)
+
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["publish"] == "failed"
+    run = _run_of(pipeline)
+    assert run.status == "failed"
+    signal = next(s for s in run.report["health"]["signals"] if s["cause"] == "invalid_request_error")
+    assert signal["level"] == "fail" and 0.1 < signal["share"] < 0.3
+    share = f"{signal['share']:.1%}"
+    log = capfd.readouterr()
+    assert f"Health threshold breached (outputs are published): invalid_request_error is {share}" in (
+        log.out + log.err
+    )
+    assert "above the fail threshold 5.0%" in signal["message"]
+    assert "outgrowing the context window" in signal["message"]
