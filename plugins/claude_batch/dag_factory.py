@@ -52,12 +52,15 @@ force a sample size for a backfill.
 def build_workload_dag(
     spec: WorkloadSpec,
     *,
+    spec_source: str | None = None,
     conn_id: str = ANTHROPIC_CONN_ID,
     poll_interval: float = 30.0,
     deferrable: bool = True,
 ) -> DAG:
     """The DAG of one workload spec; its dag_id is the spec's name.
 
+    :param spec_source: where the tasks load the spec from at run time: a bundled name (default: the
+        spec's name) or the path of a spec file.
     :param conn_id: the ``anthropic`` connection (host = base URL: the real API or the emulator).
     :param poll_interval: first pause between batch polls in the triggerer, in seconds (it backs off).
     :param deferrable: wait for batches in the triggerer (default); False pokes in reschedule mode, for
@@ -97,7 +100,7 @@ def build_workload_dag(
     ) as dag:
         route = RouteOperator(
             task_id="route",
-            workload=spec.name,
+            workload=spec_source or spec.name,
             input_uri="{{ params.input_uri }}",
             deadline="{{ params.deadline }}",
         )
@@ -120,7 +123,12 @@ def build_workload_dag(
         @task_group(group_id="shards")
         def per_shard(shard_file: dict) -> None:
             submitted = SubmitOperator(
-                task_id="submit", run=route.output, shard=shard_file, conn_id=conn_id, pool=SUBMIT_POOL
+                task_id="submit",
+                run=route.output,
+                shard=shard_file,
+                conn_id=conn_id,
+                pool=SUBMIT_POOL,
+                queue_poll_interval=2 * poll_interval,
             )
             waited = BatchWaitSensor(
                 task_id="wait",

@@ -57,11 +57,12 @@ def test_warn_budget_goes_on_and_the_report_sets_the_estimate_against_the_actual
 
 
 def test_health_threshold_breach_fails_the_run_naming_the_class_and_share(pipeline_for, capfd) -> None:
-    # 20 % invalid_request_error against the spec's fail threshold of 5 %.
-    pipeline = pipeline_for(faults={"requests": {"errored": {"invalid_request_error": 0.2}}}, seed=2)
-    loans = pipeline.loan_input(150)
+    # 10 % invalid_request_error against the spec's fail threshold of 5 %; the faults reach the
+    # synchronous sample too, so this seed is one whose 30-record sample passes the 90 % gate.
+    pipeline = pipeline_for(faults={"requests": {"errored": {"invalid_request_error": 0.1}}}, seed=1)
+    loans = pipeline.loan_input(200)
 
-    dag_run = pipeline.run("loan_disclosure_review", loans)
+    dag_run = pipeline.run("loan_disclosure_review", loans, sample_size=30)
 
     assert dag_run.state == "failed"
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
@@ -69,7 +70,7 @@ def test_health_threshold_breach_fails_the_run_naming_the_class_and_share(pipeli
     run = _run_of(pipeline)
     assert run.status == "failed"
     signal = next(s for s in run.report["health"]["signals"] if s["cause"] == "invalid_request_error")
-    assert signal["level"] == "fail" and 0.1 < signal["share"] < 0.3
+    assert signal["level"] == "fail" and 0.05 < signal["share"] < 0.2
     share = f"{signal['share']:.1%}"
     log = capfd.readouterr()
     assert f"Health threshold breached (outputs are published): invalid_request_error is {share}" in (

@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.store import get_store
+from claude_batch.operators.cost_guard import estimate_lever
 from claude_batch.operators.run import RunContext
 from claude_batch.store import OutputRow
 from claude_batch.strategy.cost import Usage, run_cost
@@ -117,6 +118,8 @@ class PublishOperator(BaseOperator):
         for task_id in ("sample_validate", "shard"):
             if lever := ti.xcom_pull(task_ids=task_id, key="lever"):
                 levers.append(Lever.model_validate(lever))
+        if estimate := ti.xcom_pull(task_ids="cost_guard"):
+            levers.append(estimate_lever(estimate, cost.actual_usd))
         for route in (ti.xcom_pull(task_ids="recover") or {}).get("routes", []):
             levers.append(
                 Lever(
