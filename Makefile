@@ -23,6 +23,11 @@ test: setup
 demo: setup
 	$(BIN)/python -m claude_demo.run $(DEMO_ARGS)
 
+# Every benchmark in bench/, one after the other; figures printed and kept in bench/results/
+# (<name>.log, and <name>.json: the last line). BENCH_ARGS="--only cost,e2e_nightly" runs a subset.
+bench: setup
+	$(BIN)/python bench/_run_all.py $(BENCH_ARGS)
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
