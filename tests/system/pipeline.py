@@ -26,14 +26,23 @@ def start_loan_review(deployment: AirflowDeployment, loans: Path, run_id: str) -
     )
 
 
-def deferred_waits(deployment: AirflowDeployment, run_id: str, timeout: float = 240) -> list[dict]:
-    """Wait until every ``shards.wait`` task instance is deferred and held by a triggerer."""
+def deferred_waits(
+    deployment: AirflowDeployment,
+    run_id: str,
+    timeout: float = 240,
+    not_held_by: frozenset[int] = frozenset(),
+) -> list[dict]:
+    """Wait until every ``shards.wait`` task instance is deferred and held by a triggerer job whose
+    id is not in ``not_held_by``."""
 
     def deferred() -> list[dict] | None:
         if deployment.dag_run(WORKLOAD, run_id)["state"] == "failed":
             raise AssertionError("the run failed before its waits were deferred")
         waits = [ti for ti in deployment.task_instances(WORKLOAD, run_id) if ti["task_id"] == WAIT_TASK]
-        ready = waits and all(ti["state"] == "deferred" and ti["triggerer_job"] for ti in waits)
+        ready = waits and all(
+            ti["state"] == "deferred" and ti["triggerer_job"] and ti["triggerer_job"]["id"] not in not_held_by
+            for ti in waits
+        )
         return waits if ready else None
 
     return wait_for("the shards.wait task instances to be deferred", deferred, timeout)

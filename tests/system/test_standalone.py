@@ -60,15 +60,14 @@ def test_a_triggerer_killed_mid_wait_hands_over_without_a_duplicate_batch(
     start_loan_review(deployment, loans, "system-triggerer-crash")
 
     waits = deferred_waits(deployment, "system-triggerer-crash")
-    first_triggerer = {ti["triggerer_job"]["id"] for ti in waits}
+    first_triggerer = frozenset(ti["triggerer_job"]["id"] for ti in waits)
     deployment.kill("triggerer")
     assert batches_in_progress(emulator, store), "the batch ended before the triggerer was killed"
     time.sleep(2)
     deployment.start("triggerer", "triggerer")
 
     # The new triggerer takes the triggers over once the dead one's heartbeat is stale.
-    waits = deferred_waits(deployment, "system-triggerer-crash")
-    assert {ti["triggerer_job"]["id"] for ti in waits}.isdisjoint(first_triggerer)
+    deferred_waits(deployment, "system-triggerer-crash", timeout=60, not_held_by=first_triggerer)
 
     assert deployment.wait_for_run(WORKLOAD, "system-triggerer-crash", RUN_TIMEOUT) == "success"
     assert_store_complete(store, emulator, LOAN_RECORDS)
