@@ -56,6 +56,11 @@ class RecordRead:
         return f"{self.unit} {self.position}"
 
 
+def _not_json(constant: str) -> None:
+    """Python's json reads NaN and Infinity; JSON has no such values (a key would become "nan")."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def read_jsonl(source: ReadablePath) -> Iterator[RecordRead]:
     """One ``RecordRead`` per non-blank line; a last line without newline that fails to parse is truncated."""
     with source.open("rb") as lines:
@@ -75,7 +80,7 @@ def read_jsonl(source: ReadablePath) -> Iterator[RecordRead]:
                 )
                 continue
             try:
-                value = json.loads(text)
+                value = json.loads(text, parse_constant=_not_json)
                 if _SURROGATE_ESCAPE.search(text):
                     json.dumps(value, ensure_ascii=False).encode()
             except UnicodeEncodeError:

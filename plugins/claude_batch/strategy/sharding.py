@@ -36,7 +36,7 @@ from claude_batch.strategy.outputs import describe_validation_error
 from claude_batch.strategy.paths import OutputDir
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
 from claude_batch.strategy.records import RecordRead
-from claude_batch.strategy.requests import request_builder
+from claude_batch.strategy.requests import RequestBuilder, request_builder
 from claude_batch.strategy.spec import BATCH_BODY_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, WorkloadSpec
 
 BYTES_PER_TOKEN = 4
@@ -117,18 +117,20 @@ def check_record(spec: WorkloadSpec, read: RecordRead, run_date: date) -> ValidR
             return QuarantineEntry(
                 quarantine_class=QuarantineClass.MISSING_KEY,
                 position=read.position,
-                reason=f"{read.where}: business key field {field!r} is missing or empty; "
-                "every record needs its key to be published exactly once",
+                reason=f"{read.where}: business key field {field!r} is missing or empty; add it in the "
+                "input: every record needs its key to be published exactly once",
             )
     input_model = spec.input_model()
     try:
         record = input_model.model_validate(read.record)
     except ValidationError as error:
+        raw_key = key_text([str(read.record[f]) for f in spec.business_key])
         return QuarantineEntry(
             quarantine_class=QuarantineClass.INVALID_RECORD,
             position=read.position,
-            business_key=key_text([str(read.record[f]) for f in spec.business_key]),
-            reason=f"{read.where}: {describe_validation_error(error, input_model.__name__)}",
+            business_key=raw_key,
+            reason=f"{read.where} ({raw_key}): {describe_validation_error(error, input_model.__name__)}; "
+            "correct the record in the input",
         )
     key_values = tuple(getattr(record, field) for field in spec.business_key)
     business_key = key_text([str(v) for v in key_values])
@@ -148,7 +150,8 @@ def check_record(spec: WorkloadSpec, read: RecordRead, run_date: date) -> ValidR
                 quarantine_class=QuarantineClass.EMPTY_TEXT,
                 position=read.position,
                 business_key=business_key,
-                reason=f"{read.where} ({business_key}): {field!r} is empty; there is nothing to send",
+                reason=f"{read.where} ({business_key}): {field!r} is empty; there is nothing to send: "
+                "fill it in in the input or drop the record",
             )
     return ValidRecord(
         position=read.position,
@@ -161,11 +164,41 @@ def check_record(spec: WorkloadSpec, read: RecordRead, run_date: date) -> ValidR
 
 
 def valid_records(spec: WorkloadSpec, reads: Iterable[RecordRead], run_date: date) -> Iterator[ValidRecord]:
-    """The records that pass ``check_record``: what the validation sample is drawn from."""
+    """The records sharding would send (``check_record``, then ``request_line``): what the validation
+    sample is drawn from, so the sample never pays for a prompt the run quarantines."""
+    builder = request_builder(spec)
     for read in reads:
         checked = check_record(spec, read, run_date)
-        if isinstance(checked, ValidRecord):
+        if isinstance(checked, ValidRecord) and isinstance(request_line(spec, builder, checked), bytes):
             yield checked
+
+
+def request_line(
+    spec: WorkloadSpec, builder: RequestBuilder, checked: ValidRecord
+) -> bytes | QuarantineEntry:
+    """The exact request line of a valid record, or why it cannot be sent (render, context, size)."""
+    try:
+        user_text = builder.user_text(checked.record)
+    except jinja2.TemplateError as error:
+        return _problem(checked, QuarantineClass.RENDER_FAILED, f"the user template failed: {error}")
+    estimated_tokens = math.ceil((builder.system_bytes + len(user_text.encode())) / BYTES_PER_TOKEN)
+    if estimated_tokens + spec.max_tokens > spec.context_window_tokens:
+        return _problem(
+            checked,
+            QuarantineClass.CONTEXT_WINDOW,
+            f"the prompt is about {estimated_tokens} tokens; with max_tokens {spec.max_tokens} "
+            f"that exceeds the context window of {spec.context_window_tokens}: shorten the "
+            "record's text or split it into several records",
+        )
+    line = json_line({"custom_id": checked.custom_id, "params": builder.params_for_text(user_text)})
+    if len(line) > spec.max_request_bytes:
+        return _problem(
+            checked,
+            QuarantineClass.REQUEST_TOO_LARGE,
+            f"the request is {len(line)} bytes, over max_request_bytes {spec.max_request_bytes}; "
+            "shorten the record's text or raise max_request_bytes",
+        )
+    return line
 
 
 class ShardWriter:
@@ -263,33 +296,9 @@ def write_shards(
             if id_check.outcome is not IdOutcome.NEW:
                 reject(_id_problem(checked, id_check.outcome, id_check.first_key, id_check.first_position))
                 continue
-            try:
-                user_text = builder.user_text(checked.record)
-            except jinja2.TemplateError as error:
-                reject(_problem(checked, QuarantineClass.RENDER_FAILED, f"the user template failed: {error}"))
-                continue
-            estimated_tokens = math.ceil((builder.system_bytes + len(user_text.encode())) / BYTES_PER_TOKEN)
-            if estimated_tokens + spec.max_tokens > spec.context_window_tokens:
-                reject(
-                    _problem(
-                        checked,
-                        QuarantineClass.CONTEXT_WINDOW,
-                        f"the prompt is about {estimated_tokens} tokens; with max_tokens {spec.max_tokens} "
-                        f"that exceeds the context window of {spec.context_window_tokens}: shorten the "
-                        "record's text or split it into several records",
-                    )
-                )
-                continue
-            line = json_line({"custom_id": checked.custom_id, "params": builder.params_for_text(user_text)})
-            if len(line) > spec.max_request_bytes:
-                reject(
-                    _problem(
-                        checked,
-                        QuarantineClass.REQUEST_TOO_LARGE,
-                        f"the request is {len(line)} bytes, over max_request_bytes {spec.max_request_bytes}; "
-                        "shorten the record's text or raise max_request_bytes",
-                    )
-                )
+            line = request_line(spec, builder, checked)
+            if isinstance(line, QuarantineEntry):
+                reject(line)
                 continue
             shard = shards.add(line)
             requests += 1

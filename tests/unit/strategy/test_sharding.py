@@ -107,7 +107,8 @@ def test_bad_records_are_quarantined_with_a_reason_and_the_rest_are_sharded(
     assert "business key field 'loan_file_id' is missing" in reasons[QuarantineClass.MISSING_KEY].reason
     assert "product: Field required" in reasons[QuarantineClass.INVALID_RECORD].reason
     assert (
-        reasons[QuarantineClass.EMPTY_TEXT].reason == "line 5 (5): 'text' is empty; there is nothing to send"
+        reasons[QuarantineClass.EMPTY_TEXT].reason
+        == "line 5 (5): 'text' is empty; there is nothing to send: fill it in in the input or drop the record"
     )
     duplicate = reasons[QuarantineClass.DUPLICATE_KEY]
     assert (duplicate.position, duplicate.business_key) == (6, "1")
