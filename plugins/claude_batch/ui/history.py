@@ -1,0 +1,81 @@
+"""What the pages show, read from the store: one ``RunPoint`` per run, the facts the charts plot."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from claude_batch.store import RunRecord, Store
+from claude_batch.strategy.report import RunReport
+
+
+class RunPoint(BaseModel):
+    """One run as the history charts plot it.
+
+    :param first_try: published without a recovery round.
+    :param slack_hours: hours between finishing and the deadline; negative when the deadline was missed.
+    :param shard_requests: requests per first-round shard (the batch sizes).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: int
+    run_date: date
+    status: str
+    dag_run_id: str | None
+    first_try: int
+    recovered: int
+    quarantined: dict[str, int]
+    cost_usd: float
+    all_sync_cost_usd: float
+    slack_hours: float | None
+    batches_created: int
+    shard_requests: list[int]
+    health_shares: dict[str, float]
+    health_level: str | None
+
+
+def report_of(run: RunRecord) -> RunReport | None:
+    """The run's report, if publish wrote one (computed fields are dropped: the model recomputes them)."""
+    if not run.report:
+        return None
+    return RunReport.model_validate({k: v for k, v in run.report.items() if k in RunReport.model_fields})
+
+
+def _slack_hours(deadline: datetime | None, finished_at: datetime | None) -> float | None:
+    if deadline is None or finished_at is None:
+        return None
+    return round((deadline - finished_at).total_seconds() / 3600, 2)
+
+
+def run_history(store: Store, workload: str, limit: int = 60) -> list[RunPoint]:
+    """The workload's reported runs, oldest first (the charts read left to right)."""
+    points = []
+    for run in reversed(store.recent_runs(workload, limit)):
+        report = report_of(run)
+        if report is None:
+            continue
+        points.append(
+            RunPoint(
+                run_id=run.id,
+                run_date=report.run_date,
+                status=run.status,
+                dag_run_id=run.dag_run_id,
+                first_try=report.published - report.recovered,
+                recovered=report.recovered,
+                quarantined=report.quarantined,
+                cost_usd=report.cost_usd,
+                all_sync_cost_usd=report.all_sync_cost_usd,
+                slack_hours=_slack_hours(report.deadline, report.finished_at),
+                batches_created=report.batches_created,
+                shard_requests=[s.request_count for s in store.shards(run.id) if s.round == 0],
+                health_shares={
+                    cause: share
+                    for cause, share in (report.health.shares if report.health else {}).items()
+                    if cause != "succeeded"
+                },
+                health_level=report.health.level.value if report.health else None,
+            )
+        )
+    return points
