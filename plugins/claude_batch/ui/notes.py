@@ -1,0 +1,48 @@
+"""The run report's summary as the DAG run's note, so it shows in the grid beside the run.
+
+Airflow 3's task SDK cannot write a DAG run's note (tasks have no metadata database access and the
+execution API has no such call), so publish asks the public REST API, as any client would: the
+``airflow_api`` connection names the api-server (host = base URL) and a user allowed to edit DAG runs.
+Without the connection there is no note; a note that cannot be written never fails the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+NOTE_CONN_ID = "airflow_api"
+# The dag_run_note table holds up to 1,000 characters.
+NOTE_MAX_CHARS = 1000
+
+
+def note_text(summary_lines: list[str]) -> str:
+    """The report's summary as Markdown lines, cut to what a note holds."""
+    text = "\n".join(f"- {line}" for line in summary_lines)
+    return text if len(text) <= NOTE_MAX_CHARS else text[: NOTE_MAX_CHARS - 1] + "…"
+
+
+def set_dag_run_note(dag_run: Any, text: str, log: logging.Logger, conn_id: str = NOTE_CONN_ID) -> bool:
+    """PATCH the note of ``dag_run`` through the api-server; True when it was set."""
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        log.info("No DAG run note: the connection %r (api-server URL, login, password) is not set", conn_id)
+        return False
+    path = f"/api/v2/dags/{quote(dag_run.dag_id, safe='')}/dagRuns/{quote(dag_run.run_id, safe='')}"
+    try:
+        with httpx.Client(base_url=(conn.host or "").rstrip("/"), timeout=10) as client:
+            login = client.post("/auth/token", json={"username": conn.login, "password": conn.password})
+            login.raise_for_status()
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            client.patch(path, json={"note": text}, headers=headers).raise_for_status()
+    except (httpx.HTTPError, KeyError, ValueError) as error:
+        log.warning("The DAG run note was not set through %s: %s", conn.host, error)
+        return False
+    log.info("DAG run note set from the run report")
+    return True

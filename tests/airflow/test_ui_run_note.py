@@ -1,0 +1,31 @@
+"""Publish sets the run report's summary as the DAG run's note, through the api-server's REST API."""
+
+from __future__ import annotations
+
+import json
+
+from tests.airflow.ui_support import api_server_app, serving
+
+
+def test_publish_sets_the_report_summary_as_the_dag_run_note(pipeline_for, tmp_path, monkeypatch) -> None:
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({"notes": "notes-password"}))
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "notes:user")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+    pipeline = pipeline_for()
+    loans = pipeline.loan_input(40)
+
+    with serving(api_server_app()) as base_url:
+        connection = {"conn_type": "http", "host": base_url, "login": "notes", "password": "notes-password"}
+        monkeypatch.setenv("AIRFLOW_CONN_AIRFLOW_API", json.dumps(connection))
+        dag_run = pipeline.run("loan_disclosure_review", loans)
+
+    assert dag_run.state == "success"
+    with create_session() as session:
+        note = session.query(DagRun).filter(DagRun.run_id == dag_run.run_id).one().note
+    assert note.startswith("- run report: loan_disclosure_review 2026-06-07")
+    assert "- records: 40 in = 40 published + 0 quarantined" in note
+    assert "- lever cost guard = estimated $" in note
