@@ -6,8 +6,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import anthropic
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from pydantic import BaseModel, ConfigDict
 
 from claude_batch.hooks.claude import ClaudeBatchHook
@@ -17,6 +18,10 @@ from claude_batch.strategy.cost import Usage, projected_cost_usd
 from claude_batch.strategy.report import Lever
 from claude_batch.strategy.routing import Route
 from claude_batch.strategy.spec import BudgetSpec
+
+# The SDK's retries per count_tokens call (it honours retry-after); the default 2 lets one call in a
+# hundred-request sample fail the task at a few percent of 429/529/500s.
+COUNT_RETRIES = 6
 
 
 class CostEstimate(BaseModel):
@@ -99,15 +104,22 @@ class CostGuardOperator(BaseOperator):
         run = RunContext.of(self.run)
         spec = run.spec()
         budget = BudgetSpec.model_validate(self.budget) if self.budget else None
-        client = ClaudeBatchHook(conn_id=self.conn_id).get_conn()
+        # An estimate: a count that still fails after the retries is left out rather than stopping the run.
+        client = ClaudeBatchHook(conn_id=self.conn_id).get_conn().with_options(max_retries=COUNT_RETRIES)
         counted, sampled = 0, 0
         with run.path("sample", "requests.jsonl").open("rb") as lines:
             for line in lines:
                 if line.strip():
                     params = json.loads(line)["params"]
                     params.pop("max_tokens", None)  # count_tokens takes the prompt, not the answer's limit
-                    counted += client.messages.count_tokens(**params).input_tokens
+                    try:
+                        counted += client.messages.count_tokens(**params).input_tokens
+                    except (anthropic.APIConnectionError, anthropic.APIStatusError) as error:
+                        self.log.warning("count_tokens failed for one sample request, left out: %s", error)
+                        continue
                     sampled += 1
+        if not sampled:
+            raise AirflowException("count_tokens failed for every sample request; retry this task")
         answered, output_tokens = 0, 0
         for line in read_result_lines([ObjectStoragePath(part) for part in self.sample["results"]]):
             result = json.loads(line)["result"]
