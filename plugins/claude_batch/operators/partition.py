@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.claude import ClaudeBatchHook, ResultsIncompleteError
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.run import RunContext
@@ -88,6 +89,7 @@ def partition_submission(
     summary = partition_results(
         _lines(files), expected_requests(run, submission), spec.output_model(), out_dir
     )
+    crash_point("partition.after_classify")
     if (
         submission.get("adopted")
         and summary.result_lines

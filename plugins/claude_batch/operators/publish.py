@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
+from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.cost_guard import estimate_lever
 from claude_batch.operators.run import RunContext
@@ -102,6 +103,7 @@ class PublishOperator(BaseOperator):
             published = store.upsert_outputs(
                 spec.name, run.run_date, _succeeded_rows(folder, round_number, source)
             )
+            crash_point("publish.after_first_upsert")
             if round_number > 0:
                 recovered += published
 

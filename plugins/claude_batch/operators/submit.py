@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.run import RunContext, aware, file_digest
@@ -52,6 +53,7 @@ def submit_requests(
     kind = "sync" if route is Route.SYNC else "batch"
     earlier_try = store.attempt(run.store_run_id, shard_index, round_number)
     attempt = store.record_intent(run.store_run_id, shard_index, round_number, kind, request_count, digest)
+    crash_point("submit.after_intent")
     if attempt.request_digest != digest:
         raise AirflowFailException(
             f"Shard {shard_index} round {round_number} of run {run.store_run_id} was already submitted with "
@@ -89,6 +91,7 @@ def submit_requests(
         if adopted is not None:
             return {**submission, "batch_id": adopted.batch_id, "adopted": True}
     batch = _create(store, hook, attempt, requests_file, log)
+    crash_point("submit.after_create")
     store.attach_batch(attempt.id, batch.id)
     log.info(
         "Shard %d round %d: created batch %s with %d requests",

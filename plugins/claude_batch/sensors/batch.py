@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 from anthropic.types.messages import MessageBatch
 
+from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.triggers.batch import BatchEndedTrigger
 
@@ -75,6 +76,7 @@ class BatchWaitSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context) or self.submission
         batch = ClaudeBatchHook(conn_id=self.conn_id).get_batch(self.submission["batch_id"])
+        crash_point("wait.started")
         if batch.processing_status == "ended":
             return self.submission
         self._defer(self.submission["batch_id"], _epoch(self.deadline), batch.created_at.timestamp())
