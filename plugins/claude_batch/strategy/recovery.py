@@ -255,6 +255,7 @@ class _Pending:
             "CREATE TABLE pending (custom_id TEXT PRIMARY KEY, failure TEXT NOT NULL, action TEXT NOT NULL,"
             " found INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
         )
+        self.waiting = 0  # failures added and not yet taken
 
     def add(self, failure: FailureRecord, action: RecoveryAction) -> None:
         try:
@@ -264,13 +265,17 @@ class _Pending:
             )
         except sqlite3.IntegrityError as error:
             raise ValueError(f"{failure.custom_id} is listed twice among the failures") from error
+        self.waiting += 1
 
     def take(self, custom_id: str) -> tuple[FailureRecord, RecoveryAction] | None:
         row = self._db.execute(
             "UPDATE pending SET found = 1 WHERE custom_id = ? AND found = 0 RETURNING failure, action",
             (custom_id,),
         ).fetchone()
-        return None if row is None else (FailureRecord.model_validate_json(row[0]), RecoveryAction(row[1]))
+        if row is None:
+            return None
+        self.waiting -= 1
+        return FailureRecord.model_validate_json(row[0]), RecoveryAction(row[1])
 
     def not_found(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT custom_id FROM pending WHERE found = 0 LIMIT 5")]
@@ -366,6 +371,10 @@ def plan_recovery(
             to_quarantine(failure, remedy.quarantine_class, remedy.reason)
 
         for request in _request_lines(request_files):
+            if not pending.waiting:
+                # Every failure has its line (or there were none): the rest of the files holds none
+                # of them. Without this, a clean run read and parsed every request it sent.
+                break
             taken = pending.take(request["custom_id"])
             if taken is None:
                 continue
