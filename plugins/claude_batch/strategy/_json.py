@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def json_line(value: Any) -> bytes:
     """``value`` as one JSONL line (UTF-8, ending in a bare newline)."""
-    return (_ENCODER.encode(value) + "\n").encode()
+    return (JSON_ENCODER.encode(value) + "\n").encode()

@@ -190,7 +190,7 @@ def request_line(
             f"that exceeds the context window of {spec.context_window_tokens}: shorten the "
             "record's text or split it into several records",
         )
-    line = json_line({"custom_id": checked.custom_id, "params": builder.params_for_text(user_text)})
+    line = builder.request_line(checked.custom_id, user_text)
     if len(line) > spec.max_request_bytes:
         return _problem(
             checked,
