@@ -58,6 +58,7 @@ class Component:
     command: list[str]
     log_path: Path
     process: subprocess.Popen | None = None
+    killed: bool = False
 
     @property
     def pid(self) -> int:
@@ -67,6 +68,11 @@ class Component:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def crashed(self) -> bool:
+        """Exited without the test killing it."""
+        return not self.killed and self.process is not None and self.process.poll() is not None
 
 
 @dataclass
@@ -139,15 +145,23 @@ class AirflowDeployment:
         # One slot: batch creates are serialized, so orphan adoption can never take another shard's batch.
         self.airflow("pools", "set", SUBMIT_POOL, "1", "Serializes Message Batch creates")
 
-    def start(self, name: str, *args: str) -> Component:
-        """Start ``airflow <args>`` as component ``name`` in its own process group."""
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Component:
+        """Start ``airflow <args>`` as component ``name`` in its own process group.
+
+        :param env: environment of this component only, over the deployment's (a port of its own...).
+        """
         component = self.components.get(name) or Component(
             name, [AIRFLOW, *args], self.home / "logs" / f"{name}.log"
         )
         component.log_path.parent.mkdir(parents=True, exist_ok=True)
+        component.killed = False
         with component.log_path.open("ab") as log:
             component.process = subprocess.Popen(
-                component.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                component.command,
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.components[name] = component
         return component
@@ -155,6 +169,7 @@ class AirflowDeployment:
     def kill(self, name: str) -> None:
         """SIGKILL a component and every process it started (task runners too), as a crash would."""
         component = self.components[name]
+        component.killed = True
         if component.running:
             os.killpg(component.pid, signal.SIGKILL)
             component.process.wait(timeout=30)
@@ -195,6 +210,9 @@ class AirflowDeployment:
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call ``/api/v2<path>`` as the admin user; returns the decoded JSON body."""
+        # Every poll goes through here: a component that died on its own fails the test at once.
+        if crashed := [c.name for c in self.components.values() if c.crashed]:
+            raise RuntimeError(f"Airflow components exited: {crashed}\n{self.log_tails()}")
         self._token = self._token or self._login()
         response = httpx.request(
             method,
