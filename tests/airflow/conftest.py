@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from claude_demo.loans import write_loan_files
 from claude_emulator.testing import EmulatorHandle, running_emulator
@@ -31,6 +32,18 @@ class Pipeline:
 
     def loan_input(self, count: int, name: str = "loans.jsonl", **kwargs: Any) -> Path:
         return write_loan_files(self.tmp_path / "inputs" / name, count, **kwargs)
+
+    def _write_spec(self, spec: Any) -> Path:
+        """A changed spec as a YAML file beside the bundled prompt templates, for the tasks to load."""
+        from claude_batch.strategy.spec import WORKLOADS_DIR
+
+        folder = self.tmp_path / "specs"
+        folder.mkdir(exist_ok=True)
+        if not (folder / "prompts").exists():
+            (folder / "prompts").symlink_to(WORKLOADS_DIR / "prompts")
+        path = folder / f"{spec.name}.yaml"
+        path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+        return path
 
     def store(self):
         from claude_batch.hooks.store import get_store
@@ -53,9 +66,11 @@ class Pipeline:
         from claude_batch.strategy.spec import load_workload
 
         spec = load_workload(workload)
+        source = None
         if spec_changes is not None:
             spec = spec_changes(spec)
-        dag = build_workload_dag(spec, poll_interval=0.2, deferrable=deferrable)
+            source = str(self._write_spec(spec))
+        dag = build_workload_dag(spec, spec_source=source, poll_interval=0.2, deferrable=deferrable)
         deadline = deadline or datetime.now(UTC) + timedelta(days=1)
         return dag.test(
             logical_date=logical_date,

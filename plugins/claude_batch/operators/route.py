@@ -59,6 +59,7 @@ class RouteOperator(BaseOperator):
             self.log.warning("The deadline %s is at risk whichever route is taken", deadline.isoformat())
         return RunContext(
             workload=spec.name,
+            spec_source=self.workload,
             store_run_id=run.id,
             run_date=run_date,
             logical_date=logical_date,

@@ -34,6 +34,7 @@ class RunContext(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workload: str
+    spec_source: str
     store_run_id: int
     run_date: date
     logical_date: AwareDatetime
@@ -49,7 +50,8 @@ class RunContext(BaseModel):
         return value if isinstance(value, RunContext) else cls.model_validate(value)
 
     def spec(self) -> WorkloadSpec:
-        return load_workload(self.workload)
+        """The workload spec the run was routed with (a bundled name or a spec file's path)."""
+        return load_workload(self.spec_source)
 
     def path(self, *parts: str) -> ObjectStoragePath:
         """A location inside the run's folder."""

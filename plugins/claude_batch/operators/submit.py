@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -19,8 +20,10 @@ from claude_batch.operators.run import RunContext, aware, file_digest
 from claude_batch.store import AttemptRecord, Store
 from claude_batch.strategy.routing import Route
 
-# The lowest tier's processing queue (requests waiting in all of an organisation's batches).
+# The lowest tier's processing queue (requests waiting in all of an organisation's batches); a higher
+# tier sets its own limit in this environment variable of the workers.
 DEFAULT_MAX_REQUESTS_IN_FLIGHT = 200_000
+MAX_REQUESTS_IN_FLIGHT_VARIABLE = "CLAUDE_BATCH_MAX_REQUESTS_IN_FLIGHT"
 # The API's clock and ours may differ; an orphan created "before" our intent by this much still counts.
 CLOCK_SKEW = timedelta(minutes=5)
 # A create that fails like this may still have created the batch (the response was lost).
@@ -151,13 +154,15 @@ class SubmitOperator(BaseOperator):
     """Submit one shard: a Message Batch, or the Messages API when the route says sync.
 
     Idempotent: clearing or retrying this task never pays twice (see ``submit_requests``). Shards wait
-    their turn when the organisation's processing queue would overflow: the task defers for a minute
-    (freeing its worker slot) and checks again. Bound concurrent submissions with the pool the DAG sets.
+    their turn when the organisation's processing queue would overflow: the task defers (freeing its
+    worker slot) and checks again. Bound concurrent submissions with the pool the DAG sets.
 
     :param run: the route stage's run context.
     :param shard: one dict of the shard stage's list (``index``, ``path``, ``request_count``, ...).
     :param conn_id: Airflow connection of type ``anthropic``.
-    :param max_requests_in_flight: requests this deployment may have in unfinished batches at once.
+    :param max_requests_in_flight: requests this deployment may have in unfinished batches at once;
+        default ``$CLAUDE_BATCH_MAX_REQUESTS_IN_FLIGHT`` or 200,000 (the lowest tier's queue).
+    :param queue_poll_interval: seconds between checks while the queue is full.
     """
 
     template_fields: Sequence[str] = ("run", "shard")
@@ -168,7 +173,8 @@ class SubmitOperator(BaseOperator):
         run: Any,
         shard: Any,
         conn_id: str = "anthropic_default",
-        max_requests_in_flight: int = DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+        max_requests_in_flight: int | None = None,
+        queue_poll_interval: float = 60.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault(
@@ -180,6 +186,7 @@ class SubmitOperator(BaseOperator):
         self.shard = shard
         self.conn_id = conn_id
         self.max_requests_in_flight = max_requests_in_flight
+        self.queue_poll_interval = queue_poll_interval
 
     def execute(self, context: Any, event: dict | None = None) -> dict:
         run = RunContext.of(self.run)
@@ -187,16 +194,24 @@ class SubmitOperator(BaseOperator):
         store = get_store()
         shard = self.shard
         existing = store.attempt(run.store_run_id, shard["index"], shard["round"])
+        limit = self.max_requests_in_flight or int(
+            os.environ.get(MAX_REQUESTS_IN_FLIGHT_VARIABLE, DEFAULT_MAX_REQUESTS_IN_FLIGHT)
+        )
         if run.route is Route.BATCH and (existing is None or existing.batch_id is None):
             in_flight = store.requests_in_flight()
-            if in_flight + shard["request_count"] > self.max_requests_in_flight and in_flight > 0:
+            # An empty queue always takes the shard: a shard larger than the limit must still run.
+            if in_flight and in_flight + shard["request_count"] > limit:
                 self.log.info(
-                    "Processing queue busy: %d requests in flight + %d would pass the limit %d; waiting a minute",
+                    "Processing queue busy: %d requests in flight + %d would pass the limit %d; waiting %ss",
                     in_flight,
                     shard["request_count"],
-                    self.max_requests_in_flight,
+                    limit,
+                    self.queue_poll_interval,
                 )
-                self.defer(trigger=TimeDeltaTrigger(timedelta(minutes=1)), method_name="execute")
+                self.defer(
+                    trigger=TimeDeltaTrigger(timedelta(seconds=self.queue_poll_interval)),
+                    method_name="execute",
+                )
         return submit_requests(
             store=store,
             hook=ClaudeBatchHook(conn_id=self.conn_id),
