@@ -1,9 +1,10 @@
 """Cost: what the reference nightly run spends against the same work all synchronous.
 
 The reference scenario is the nightly loan review (``include/workloads/loan_disclosure_review.yaml``
-as shipped: Sonnet 4.6, the system prompt cached with the 1 h TTL) over synthetic loan files, run
-with ``airflow dags test`` against the emulator with the demo's fault file (a few percent of every
-failure kind, so recovery rounds run). The spend is read from the emulator's own accounting
+as shipped: Sonnet 4.6, the system prompt cached with the 1 h TTL; only its budget raised, see
+``bench/_nightly.py``) over 60,000 synthetic loan files (the nightly size), run with ``airflow dags
+test`` against the emulator with the demo's fault file (a few percent of every failure kind, so
+recovery rounds run). The spend is read from the emulator's own accounting
 (``GET /_emulator/stats``: tokens per service tier, ``standard`` = the synchronous sample and any
 synchronous calls, ``batch`` = the shards and recovery rounds) and priced with the project's price
 table (``claude_batch.strategy.cost``). The all-synchronous figures price the same tokens at the
@@ -65,7 +66,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--records", type=int, default=20_000, help="loan files in the run (default 20,000)")
+    parser.add_argument("--records", type=int, default=60_000, help="loan files in the run (default 60,000)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before the run is stopped")
     args = parser.parse_args()
 
