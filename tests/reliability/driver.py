@@ -89,7 +89,6 @@ def main() -> int:
     parser.add_argument("--workload", default="loan_disclosure_review")
     parser.add_argument("--input", required=True)
     parser.add_argument("--logical-date", type=datetime.fromisoformat, required=True)
-    parser.add_argument("--target-requests", type=int, default=0, help="shard size override (0: the spec's)")
     parser.add_argument("--sample-size", type=int, default=0)
     args = parser.parse_args()
 
@@ -97,9 +96,6 @@ def main() -> int:
     from claude_batch.strategy.spec import load_workload
 
     spec = load_workload(args.workload)
-    if args.target_requests:
-        sharding = spec.sharding.model_copy(update={"target_requests": args.target_requests})
-        spec = spec.model_copy(update={"sharding": sharding})
     dag = build_workload_dag(spec, poll_interval=0.2)
     dag_run = dag.test(
         logical_date=args.logical_date,
