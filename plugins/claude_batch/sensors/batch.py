@@ -13,6 +13,7 @@ from anthropic.types.messages import MessageBatch
 
 from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks.store import get_store
 from claude_batch.triggers.batch import BatchEndedTrigger
 
 # After the deadline the batch is canceled; the API then needs a little while to reach `ended`.
@@ -78,8 +79,14 @@ class BatchWaitSensor(BaseSensorOperator):
         batch = ClaudeBatchHook(conn_id=self.conn_id).get_batch(self.submission["batch_id"])
         crash_point("wait.started")
         if batch.processing_status == "ended":
-            return self.submission
+            return self._ended(batch.request_counts.model_dump(), batch.ended_at)
         self._defer(self.submission["batch_id"], _epoch(self.deadline), batch.created_at.timestamp())
+
+    def _ended(self, request_counts: dict, ended_at: datetime | None) -> dict:
+        """Record the end in the ledger at once: it frees the shard's share of the processing queue."""
+        get_store().update_attempt(self.submission["batch_id"], "ended", request_counts, ended_at)
+        self.log.info("Batch %s ended: %s", self.submission["batch_id"], request_counts)
+        return self.submission
 
     def _defer(self, batch_id: str, deadline: float, created_at: float, after_cancel: bool = False) -> None:
         self.log.info(
@@ -104,6 +111,7 @@ class BatchWaitSensor(BaseSensorOperator):
         batch_id = self.submission["batch_id"]
         batch = ClaudeBatchHook(conn_id=self.conn_id).get_batch(batch_id)
         if batch.processing_status == "ended":
+            self._ended(batch.request_counts.model_dump(), batch.ended_at)
             return True
         if time.time() >= _epoch(self.deadline) and batch.processing_status == "in_progress":
             self._cancel_at_deadline(batch_id)
@@ -120,8 +128,8 @@ class BatchWaitSensor(BaseSensorOperator):
             raise AirflowException(f"Unexpected event from the batch trigger: {event!r}")
         batch_id = self.submission["batch_id"]
         if event["status"] == "ended":
-            self.log.info("Batch %s ended: %s", batch_id, event.get("request_counts"))
-            return self.submission
+            ended_at = datetime.fromisoformat(event["ended_at"]) if event.get("ended_at") else None
+            return self._ended(event["request_counts"], ended_at)
         if event["status"] == "deadline" and not after_cancel:
             batch = self._cancel_at_deadline(batch_id)
             self._defer(
