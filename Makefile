@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint freeze demo bench clean
+.PHONY: setup test system-test lint freeze demo airflow bench clean
 
 setup: $(STAMP)
 
@@ -16,8 +16,13 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
+# The system tests (real Airflow components as processes, minutes each) run apart: `make system-test`.
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
+
+# Scheduler, dag-processor, triggerer, api-server (and Celery workers) as processes; prints timings.
+system-test: setup
+	$(BIN)/python -m pytest tests/system -m system --durations=0 $(PYTEST_ARGS)
 
 # The nightly loan review end to end on SQLite against the bundled emulator; prints the run report.
 demo: setup
@@ -27,6 +32,10 @@ demo: setup
 # (<name>.log, and <name>.json: the last line). BENCH_ARGS="--only cost,e2e_nightly" runs a subset.
 bench: setup
 	$(BIN)/python bench/_run_all.py $(BENCH_ARGS)
+
+# airflow standalone on SQLite with the project's DAGs and the emulator; prints the UI address and login.
+airflow: setup
+	$(BIN)/python -m claude_demo.standalone $(AIRFLOW_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -42,4 +51,4 @@ freeze:
 	rm -rf .freeze-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .demo
+	rm -rf $(VENV) .pytest_cache .demo .airflow
