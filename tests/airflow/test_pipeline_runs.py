@@ -66,12 +66,15 @@ def test_every_failure_kind_ends_published_or_quarantined_with_a_reason(pipeline
     assert report.published + report.quarantined_total == 300
     assert report.rounds >= 1
     assert report.recovered > 0
-    # Only what no resubmission fixes is quarantined: the API's invalid_request_error.
-    assert set(report.quarantined) == {"invalid_request"}
+    # Only what no resubmission fixes is quarantined: requests the API rejects, and answers still
+    # invalid after their one repair. Every transient failure was recovered.
+    assert report.quarantined.get("invalid_request", 0) > 0
+    assert set(report.quarantined) <= {"invalid_request", "invalid_output"}
     store = pipeline.store()
     run = next(r for r in store.recent_runs("loan_disclosure_review") if r.logical_date == date(2026, 6, 7))
     rows = store.quarantine_rows(run.id)
     assert all(row.custom_id and row.custom_id in row.reason for row in rows)
+    assert all("after one repair" in row.reason for row in rows if row.quarantine_class == "invalid_output")
     assert store.outputs_count("loan_disclosure_review", date(2026, 6, 7)) == report.published
     stats = pipeline.emulator.stats()
     assert stats["batches_created"] == report.batches_created

@@ -18,6 +18,10 @@ from typing import IO, Any, Protocol
 import anthropic
 from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 from anthropic.types.messages import MessageBatch
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+# How long a 404 for a batch this run created is taken for the API catching up, not a missing batch.
+EARLY_404_SECONDS = 20.0
 
 # The batch create body is `{"requests": [line, line, ...]}`; shard files already hold the lines,
 # so the body is streamed from disk in chunks of about this size instead of built in memory.
@@ -102,8 +106,18 @@ class ClaudeBatchHook(AnthropicHook):
             options={"headers": {"content-type": "application/json"}},
         )
 
+    @retry(
+        retry=retry_if_exception_type(anthropic.NotFoundError),
+        stop=stop_after_delay(EARLY_404_SECONDS),
+        wait=wait_exponential(multiplier=0.5, max=4),
+        reraise=True,
+    )
     def get_batch(self, batch_id: str) -> MessageBatch:
-        """Retrieve a batch (idempotent; the SDK retries transient errors)."""
+        """Retrieve a batch (idempotent; the SDK retries transient errors).
+
+        A 404 just after create is the API's eventual consistency (SDK issue #1432), so it is retried
+        for a few seconds before it is believed.
+        """
         return self.get_conn().messages.batches.retrieve(batch_id)
 
     def cancel_batch(self, batch_id: str) -> MessageBatch:
