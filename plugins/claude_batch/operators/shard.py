@@ -11,28 +11,20 @@ from claude_batch.hooks.store import get_store
 from claude_batch.operators.run import RunContext, read_input
 from claude_batch.store import ManifestRow, QuarantineRow, ShardRecord
 from claude_batch.strategy.manifest import read_manifest
-from claude_batch.strategy.quarantine import QuarantineEntry
 from claude_batch.strategy.sharding import write_shards
 
 
 def read_quarantine_file(location: Any) -> Iterator[QuarantineRow]:
-    """Quarantine entries written by sharding or recovery, as store rows."""
+    """Quarantine entries written by sharding or recovery, as store rows (the same fields)."""
     with location.open("rb") as lines:
         for line in lines:
             if line.strip():
-                entry = QuarantineEntry.model_validate_json(line)
-                yield QuarantineRow(**entry.model_dump(mode="json"))
+                yield QuarantineRow.model_validate_json(line)
 
 
 def manifest_rows(location: Any) -> Iterator[ManifestRow]:
-    for entry in read_manifest(location):
-        yield ManifestRow(
-            custom_id=entry.custom_id,
-            business_key=entry.business_key,
-            shard=entry.shard,
-            round=entry.round,
-            position=entry.position,
-        )
+    """Manifest entries written by sharding or recovery, as store rows."""
+    return (ManifestRow.model_validate(entry, from_attributes=True) for entry in read_manifest(location))
 
 
 class ShardOperator(BaseOperator):
