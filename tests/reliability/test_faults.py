@@ -42,7 +42,7 @@ EXPECTED_QUARANTINE = {
     QuarantineClass.NOT_RETRIED,
 }
 
-SEEDS = list(range(1, 25)) if long_variant() else [1, 2, 3]
+SEEDS = list(range(1, 25)) if long_variant() else [1, 2, 3, 4, 5]
 RECORDS = 300 if long_variant() else 120
 
 
@@ -101,14 +101,18 @@ def test_every_record_ends_once_and_no_batch_is_paid_twice_under_faults_on_every
     assert stats["batches_created"] == store.batches_created(run.id)
     max_rounds = load_workload(WORKLOAD).recovery.max_rounds
     assert stats["custom_id_max_submissions"] <= 1 + max_rounds
-    assert dag_run.state == "success", f"seed {seed}: the run failed under {plan}"
+    report = run.report
+    if dag_run.state != "success":
+        # The one stop these faults may cause, and a clear one: the injected share of a cause passed
+        # the spec's health threshold (e.g. invalid_request_error over 5 %); outputs are published.
+        assert report["health"]["level"] == "fail", f"seed {seed}: the run failed under {plan}"
+        assert run.status == "failed"
     accounting = store.accounting(run.id)
     assert accounting.balanced, accounting
     assert (accounting.unaccounted, accounting.double_counted) == (0, 0)
     assert accounting.inputs == RECORDS
     assert accounting.published + accounting.quarantined + accounting.rejected == RECORDS
     assert store.outputs_count(WORKLOAD, RUN_DATE) == accounting.published
-    report = run.report
     assert report["published"] + report["quarantined_total"] == report["inputs"] == RECORDS
     assert report["batches_created"] == stats["batches_created"]
     rows = store.quarantine_rows(run.id)
