@@ -12,8 +12,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from pydantic import BaseModel, ConfigDict
 
 from claude_batch.hooks.claude import ClaudeBatchHook
-from claude_batch.operators.run import RunContext
-from claude_batch.operators.sample import read_result_lines
+from claude_batch.operators.run import RunContext, read_lines
 from claude_batch.strategy.cost import Usage, projected_cost_usd
 from claude_batch.strategy.report import Lever
 from claude_batch.strategy.routing import Route
@@ -121,7 +120,7 @@ class CostGuardOperator(BaseOperator):
         if not sampled:
             raise AirflowException("count_tokens failed for every sample request; retry this task")
         answered, output_tokens = 0, 0
-        for line in read_result_lines([ObjectStoragePath(part) for part in self.sample["results"]]):
+        for line in read_lines([ObjectStoragePath(part) for part in self.sample["results"]]):
             result = json.loads(line)["result"]
             if result["type"] == "succeeded":
                 answered += 1

@@ -14,7 +14,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.claude import ClaudeBatchHook, ResultsIncompleteError
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import RunContext
+from claude_batch.operators.run import RunContext, read_lines
 from claude_batch.store import Store
 from claude_batch.strategy.manifest import ManifestEntry, read_manifest
 from claude_batch.strategy.partition import PartitionSummary, ResultClass, partition_results
@@ -27,17 +27,6 @@ RESULT_DOWNLOAD_ERRORS = (
     anthropic.InternalServerError,
     anthropic.RateLimitError,
 )
-
-
-def _lines(files: Sequence[ObjectStoragePath]) -> Iterator[bytes]:
-    for location in files:
-        with location.open("rb") as stream:
-            yield from stream
-
-
-def _count_lines(location: ObjectStoragePath) -> int:
-    with location.open("rb") as stream:
-        return sum(1 for line in stream if line.strip())
 
 
 def fetch_results(store: Store, hook: ClaudeBatchHook, run: RunContext, submission: dict, log: Any) -> list:
@@ -55,7 +44,7 @@ def fetch_results(store: Store, hook: ClaudeBatchHook, run: RunContext, submissi
     )
     destination.parent.mkdir(parents=True, exist_ok=True)
     expected = sum(counts.values())
-    if destination.exists() and _count_lines(destination) == expected:
+    if destination.exists() and sum(1 for _ in read_lines([destination])) == expected:
         log.info("Results of batch %s already downloaded (%d lines)", batch.id, expected)
         return [destination]
     for try_ in Retrying(
@@ -87,7 +76,7 @@ def partition_submission(
     files = fetch_results(store, hook, run, submission, log)
     out_dir = partition_dir(run, submission["round"], submission["shard_index"])
     summary = partition_results(
-        _lines(files), expected_requests(run, submission), spec.output_model(), out_dir
+        read_lines(files), expected_requests(run, submission), spec.output_model(), out_dir
     )
     crash_point("partition.after_classify")
     if (

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.cost_guard import estimate_lever
-from claude_batch.operators.run import RunContext
+from claude_batch.operators.run import RunContext, read_lines
 from claude_batch.store import OutputRow
 from claude_batch.strategy.cost import Usage, run_cost
 from claude_batch.strategy.health import HealthLevel, assess_health
@@ -54,12 +54,10 @@ def _succeeded_rows(folder: ObjectStoragePath, round_number: int, source: str) -
 
 def _sample_usage(run: RunContext) -> Usage:
     total = Usage()
-    for part in run.path("sample", "results").glob("part-*.jsonl"):
-        with part.open("rb") as lines:
-            for line in lines:
-                result = json.loads(line)["result"] if line.strip() else {}
-                if result.get("type") == "succeeded":
-                    total = total + Usage.from_api(result["message"].get("usage") or {})
+    for line in read_lines(run.path("sample", "results").glob("part-*.jsonl")):
+        result = json.loads(line)["result"]
+        if result["type"] == "succeeded":
+            total = total + Usage.from_api(result["message"].get("usage") or {})
     return total
 
 

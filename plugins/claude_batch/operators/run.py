@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,13 @@ def logical_date_of(context: Any) -> datetime:
     return dag_run.logical_date or dag_run.run_after
 
 
+def read_lines(files: Iterable[Any]) -> Iterator[bytes]:
+    """The non-blank lines of several JSONL files (result parts, a download), one file after the other."""
+    for location in files:
+        with location.open("rb") as stream:
+            yield from (line for line in stream if line.strip())
+
+
 def read_input(spec: WorkloadSpec, input_uri: str) -> Iterator[RecordRead]:
     """The run's input records, streamed: the file at ``input_uri``, or the spec's SQL query."""
     if spec.input.format is InputFormat.SQL:
@@ -114,11 +121,7 @@ def count_input(spec: WorkloadSpec, input_uri: str) -> int:
         query = sa.text(f"SELECT COUNT(*) FROM ({spec.input.query}) AS claude_batch_input")
         with _input_engine(spec).connect() as connection:
             return int(connection.execute(query).scalar_one())
-    lines = 0
-    with input_location(input_uri).open("rb") as stream:
-        for line in stream:
-            if line.strip():
-                lines += 1
+    lines = sum(1 for _ in read_lines([input_location(input_uri)]))
     header = 1 if spec.input.format is InputFormat.CSV and lines else 0
     return lines - header
 

@@ -11,19 +11,12 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, file_digest, read_input
+from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, file_digest, read_input, read_lines
 from claude_batch.strategy.outputs import message_text
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.sampling import SampleOutcome, evaluate_sample, sample_size, select_sample
 from claude_batch.strategy.sharding import valid_records
 from claude_batch.strategy.spec import prompt_fingerprint
-
-
-def read_result_lines(files: Sequence[Any]) -> Iterator[bytes]:
-    """The lines of several result files, one after the other."""
-    for location in files:
-        with location.open("rb") as stream:
-            yield from (line for line in stream if line.strip())
 
 
 def _outcomes(lines: Iterator[bytes], records: dict[str, dict]) -> Iterator[SampleOutcome]:
@@ -119,7 +112,7 @@ class SampleValidateOperator(BaseOperator):
 
         records = {item.custom_id: item.record.model_dump(mode="json") for item in sample}
         gate = evaluate_sample(
-            _outcomes(read_result_lines(parts), records),
+            _outcomes(read_lines(parts), records),
             spec.output_model(),
             spec.sample.pass_gate,
             spec.sample.expectations,
