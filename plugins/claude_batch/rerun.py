@@ -129,17 +129,13 @@ def rerun_record(
         raise InvalidAnswerError(
             f"{found.custom_id}: {parsed.problem}; nothing was published, the earlier output (if any) stays"
         )
-    usage = message.get("usage") or {}
     row = OutputRow(
         business_key=found.business_key,
         custom_id=found.custom_id,
         output=parsed.value.model_dump(mode="json"),
         model=message.get("model") or spec.model,
         source="rerun",
-        input_tokens=usage.get("input_tokens") or 0,
-        output_tokens=usage.get("output_tokens") or 0,
-        cache_creation_input_tokens=usage.get("cache_creation_input_tokens") or 0,
-        cache_read_input_tokens=usage.get("cache_read_input_tokens") or 0,
+        **OutputRow.token_counts(message.get("usage")),
     )
     store.upsert_outputs(spec.name, request.run_date, [row])
     return RerunResult(

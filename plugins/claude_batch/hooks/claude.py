@@ -20,6 +20,8 @@ from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 from anthropic.types.messages import MessageBatch
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from claude_batch.strategy.partition import sync_result_line
+
 # How long a 404 for a batch this run created is taken for the API catching up, not a missing batch.
 EARLY_404_SECONDS = 20.0
 
@@ -56,17 +58,6 @@ def _batch_body(requests_file: PathLike) -> Iterator[bytes]:
                 pending.clear()
     pending += b"]}"
     yield bytes(pending)
-
-
-def error_result_line(custom_id: str, kind: str, message: str) -> dict:
-    """A result line in the Batches wire format for a request that failed synchronously."""
-    return {
-        "custom_id": custom_id,
-        "result": {
-            "type": "errored",
-            "error": {"type": "error", "error": {"type": kind, "message": message}, "request_id": None},
-        },
-    }
 
 
 def _error_kind(error: Exception) -> str:
@@ -203,14 +194,13 @@ class ClaudeBatchHook(AnthropicHook):
                         custom_id, params = item
                         try:
                             message = await client.messages.create(**params)
-                            line = {
-                                "custom_id": custom_id,
-                                "result": {"type": "succeeded", "message": message.model_dump(mode="json")},
-                            }
+                            line = sync_result_line(custom_id, message.model_dump(mode="json"))
                         except (anthropic.APIStatusError, anthropic.APIConnectionError) as error:
-                            line = error_result_line(custom_id, _error_kind(error), str(error)[:500])
+                            line = sync_result_line(
+                                custom_id, error_kind=_error_kind(error), error_message=str(error)[:500]
+                            )
                         # One write per line, flushed: a crash leaves whole lines for the next try to skip.
-                        out.write(json.dumps(line).encode() + b"\n")
+                        out.write(line.encode() + b"\n")
                         out.flush()
                         written += 1
 

@@ -32,24 +32,17 @@ def _round_and_shard(folder: ObjectStoragePath) -> tuple[int, int]:
 
 
 def _succeeded_rows(folder: ObjectStoragePath, round_number: int, source: str) -> Iterator[OutputRow]:
-    with (folder / "succeeded.jsonl").open("rb") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            data = json.loads(line)
-            usage = data.get("usage") or {}
-            yield OutputRow(
-                business_key=data["business_key"],
-                custom_id=data["custom_id"],
-                output=data["output"],
-                model=data.get("model") or "",
-                source=source,
-                round=round_number,
-                input_tokens=usage.get("input_tokens", 0),
-                output_tokens=usage.get("output_tokens", 0),
-                cache_creation_input_tokens=usage.get("cache_creation_input_tokens", 0),
-                cache_read_input_tokens=usage.get("cache_read_input_tokens", 0),
-            )
+    for line in read_lines([folder / "succeeded.jsonl"]):
+        data = json.loads(line)
+        yield OutputRow(
+            business_key=data["business_key"],
+            custom_id=data["custom_id"],
+            output=data["output"],
+            model=data.get("model") or "",
+            source=source,
+            round=round_number,
+            **OutputRow.token_counts(data.get("usage")),
+        )
 
 
 def _sample_usage(run: RunContext) -> Usage:

@@ -8,6 +8,7 @@ ManifestRow and QuarantineRow have the fields of the strategy's ManifestEntry an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -106,6 +107,15 @@ class OutputRow(_Record):
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+
+    @staticmethod
+    def token_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
+        """The token fields of a row from a Message's ``usage`` (missing or null counts are 0)."""
+        usage = usage or {}
+        return {name: usage.get(name) or 0 for name in _TOKEN_FIELDS}
+
+
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 class OutputRecord(OutputRow):
