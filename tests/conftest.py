@@ -33,6 +33,14 @@ os.environ.update(
 PG_URL_VARIABLE = "CLAUDE_BATCH_TEST_PG_URL"
 
 
+def skip_outside_ci(reason: str) -> None:
+    """Skip a test whose server is not configured, except under CI (``CI`` set), where that is a failure:
+    a suite that silently skips its PostgreSQL or Redis half would pass without proving anything."""
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{reason} (and CI is set, so this fails instead of skipping)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Migrate the per-session Airflow metadata DB once; tests that run DAGs depend on this."""
@@ -47,11 +55,11 @@ def postgres_url() -> Iterator[str]:
     """A SQLAlchemy URL of a brand-new database on the server named by CLAUDE_BATCH_TEST_PG_URL.
 
     The database is dropped afterwards, so tests never see each other's rows. Skips when the
-    variable is unset (CI sets it; see .ci/run).
+    variable is unset, fails under CI (.ci/run sets it).
     """
     admin_url = os.environ.get(PG_URL_VARIABLE)
     if not admin_url:
-        pytest.skip(f"{PG_URL_VARIABLE} is not set; PostgreSQL tests run in CI")
+        skip_outside_ci(f"{PG_URL_VARIABLE} is not set; PostgreSQL tests run in CI")
     import sqlalchemy as sa
 
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")

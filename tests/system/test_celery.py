@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from claude_batch.store import Store
 from claude_emulator.testing import running_emulator
+from tests.conftest import skip_outside_ci
 from tests.system.conftest import BATCH_PROCESSING_SECONDS, LOAN_RECORDS
 from tests.system.deployment import AirflowDeployment, free_port, wait_for
 from tests.system.pipeline import WORKLOAD, assert_store_complete, start_loan_review
@@ -52,7 +53,7 @@ def celery_broker() -> Iterator[tuple[str, str]]:
 
     url = os.environ.get(REDIS_URL_VARIABLE)
     if not url:
-        pytest.skip(f"{REDIS_URL_VARIABLE} is not set; the Celery system test runs in CI")
+        skip_outside_ci(f"{REDIS_URL_VARIABLE} is not set; the Celery system test runs in CI")
     prefix = f"claude-batch-system-{uuid.uuid4().hex[:8]}:"
     yield url, prefix
     client = redis.Redis.from_url(url)

@@ -1,9 +1,11 @@
 """The store's location from the Airflow connection ``claude_batch_store``.
 
 The connection holds a SQLAlchemy URL: either in ``extra["url"]`` (any dialect, e.g.
-``{"url": "postgresql+psycopg2://user:pw@db/claude"}``) or as a ``postgres`` connection whose
-fields make the URL. Without the connection the store is a SQLite file in ``AIRFLOW_HOME``, the
-embedded default of ``make demo`` and ``airflow standalone``.
+``{"url": "postgresql+psycopg2://claude@db/claude"}``) or as a ``postgres`` connection whose
+fields make the URL. The password belongs in the connection's password field, which Airflow's
+secrets masker hides in logs; it is put into the URL here (a password in ``extra`` would not be
+masked). Without the connection the store is a SQLite file in ``AIRFLOW_HOME``, the embedded default
+of ``make demo`` and ``airflow standalone``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from functools import cache
 from pathlib import Path
 
+import sqlalchemy as sa
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
@@ -32,13 +35,23 @@ def store_url(conn_id: str = STORE_CONN_ID) -> str:
     except AirflowNotFoundException:
         return default_store_url()
     if url := conn.extra_dejson.get("url"):
-        return url
+        parsed = sa.make_url(url)
+        if conn.password:
+            parsed = parsed.set(password=conn.password)
+        return parsed.render_as_string(hide_password=False)
     if conn.conn_type in {"postgres", "postgresql"}:
-        auth = f"{conn.login}:{conn.password}@" if conn.password else (f"{conn.login}@" if conn.login else "")
-        return f"postgresql+psycopg2://{auth}{conn.host}:{conn.port or 5432}/{conn.schema}"
+        # URL.create quotes what a password may hold (@, /, :) instead of breaking the URL.
+        return sa.URL.create(
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or 5432,
+            database=conn.schema or None,
+        ).render_as_string(hide_password=False)
     raise ValueError(
         f"Connection {conn_id!r} has no extra 'url' and type {conn.conn_type!r}; set extra "
-        '{"url": "<SQLAlchemy URL>"} (e.g. postgresql+psycopg2://user:pw@host/db).'
+        '{"url": "<SQLAlchemy URL>"} (e.g. postgresql+psycopg2://user@host/db, the password in the password field).'
     )
 
 
