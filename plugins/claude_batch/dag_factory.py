@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Asset, Param, task_group
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, task_group
 
 from claude_batch.operators.cost_guard import CostGuardOperator
 from claude_batch.operators.partition import PartitionOperator
@@ -31,6 +31,14 @@ _RUN_DEADLINE = "{{ ti.xcom_pull(task_ids='route')['deadline'] }}"
 def workload_asset(spec: WorkloadSpec) -> Asset:
     """The Asset a workload's publish task updates; downstream DAGs can schedule on it."""
     return Asset(name=f"claude_batch_{spec.name}", uri=f"claude-batch://outputs/{spec.name}")
+
+
+def workload_timetable(spec: WorkloadSpec) -> CronTriggerTimetable | None:
+    """The spec's cron read in the deadline's zone (01:00 New York stays 01:00 across DST), so the
+    scheduled logical date, Airflow's ``ds`` and the run date are one date."""
+    if spec.schedule is None:
+        return None
+    return CronTriggerTimetable(spec.schedule, timezone=spec.deadline.timezone)
 
 
 def _doc(spec: WorkloadSpec) -> str:
@@ -70,44 +78,47 @@ def build_workload_dag(
         dag_id=spec.name,
         description=spec.description or f"Bulk Claude workload {spec.name}",
         doc_md=_doc(spec),
-        schedule=spec.schedule,
+        schedule=workload_timetable(spec),
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=4,
         tags=["claude-batch", *spec.tags],
         default_args={"owner": spec.owner, "retries": 2, "retry_delay": timedelta(seconds=30)},
+        # Every Param may stay empty (null: the trigger form, a backfill's null conf, a scheduled
+        # run): the run then takes the spec's value for its date.
         params={
             "input_uri": Param(
-                spec.input.uri or "",
-                type="string",
-                description="Input file (JSONL/CSV, path or URL). {ds} becomes the run date. "
-                "Empty keeps the spec's input.",
+                None,
+                type=["null", "string"],
+                description="Input file (JSONL/CSV, path or URL); {ds} becomes the run date. Empty: the "
+                f"spec's input, {spec.input.uri or 'its SQL query'}.",
             ),
             "deadline": Param(
-                "",
-                type="string",
+                None,
+                type=["null", "string"],
                 description="ISO 8601 time the outputs must be published by. Empty: the spec's "
                 f"{spec.deadline.local_time:%H:%M} {spec.deadline.timezone} after the logical date.",
             ),
             "sample_size": Param(
-                0,
-                type="integer",
+                None,
+                type=["null", "integer"],
                 minimum=0,
                 maximum=100,
-                description="Records in the synchronous sample (30-100). 0: decided by the prompt's history.",
+                description="Records in the synchronous sample (30-100). Empty or 0: decided by the "
+                "prompt's history.",
             ),
         },
     ) as dag:
         route = RouteOperator(
             task_id="route",
             workload=spec_source or spec.name,
-            input_uri="{{ params.input_uri }}",
-            deadline="{{ params.deadline }}",
+            input_uri="{{ params.input_uri or '' }}",
+            deadline="{{ params.deadline or '' }}",
         )
         sample = SampleValidateOperator(
             task_id="sample_validate",
             run=route.output,
-            sample_size="{{ params.sample_size }}",
+            sample_size="{{ params.sample_size or 0 }}",
             conn_id=conn_id,
         )
         cost_guard = CostGuardOperator(

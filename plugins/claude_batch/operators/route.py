@@ -20,7 +20,7 @@ class RouteOperator(BaseOperator):
     meet, or too few requests to be worth a batch). Returns the run context for every later stage.
 
     :param workload: name of a spec in ``include/workloads/`` (or a path to one).
-    :param input_uri: the input file; empty uses the spec's ``input.uri`` (``{ds}`` = run date).
+    :param input_uri: the input file; empty uses the spec's ``input.uri`` (``{ds}`` = run date in both).
     :param deadline: ISO 8601 override of the spec's deadline; empty uses the spec.
     """
 
@@ -39,7 +39,7 @@ class RouteOperator(BaseOperator):
         deadline = datetime.fromisoformat(self.deadline) if self.deadline else spec.deadline_for(logical_date)
         if deadline.tzinfo is None:
             deadline = deadline.replace(tzinfo=spec.deadline.zone)
-        input_uri = self.input_uri or (spec.input.uri_for(run_date) if spec.input.uri else "")
+        input_uri = spec.input.uri_for(run_date, self.input_uri) if spec.input.uri or self.input_uri else ""
         volume = count_input(spec, input_uri)
 
         store = get_store()

@@ -13,7 +13,7 @@ import hashlib
 import importlib
 import json
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -131,6 +131,8 @@ class InputSpec(BaseModel):
     :param uri: path or URL of the file (``file://``, ``s3://``, or a path); ``{ds}`` becomes the run date.
     :param query: the SELECT that yields one row per record.
     :param sqlalchemy_url: the database to run ``query`` on.
+    :param wait_for: how long a night whose file has not landed yet waits for it (deferred, no worker
+        slot) before failing; ``None`` fails at once.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -139,6 +141,7 @@ class InputSpec(BaseModel):
     uri: str | None = None
     query: str | None = None
     sqlalchemy_url: str | None = None
+    wait_for: Duration | None = None
 
     @model_validator(mode="after")
     def _fields_match_format(self) -> InputSpec:
@@ -147,6 +150,8 @@ class InputSpec(BaseModel):
                 raise ValueError("input.query and input.sqlalchemy_url are required when format is sql")
             if self.uri is not None:
                 raise ValueError("input.uri is for files; a sql input reads input.query")
+            if self.wait_for is not None:
+                raise ValueError("input.wait_for waits for a file; a sql input has none")
         else:
             if not self.uri:
                 raise ValueError(f"input.uri is required when format is {self.format.value}")
@@ -154,11 +159,13 @@ class InputSpec(BaseModel):
                 raise ValueError(f"input.query and input.sqlalchemy_url are for sql, not {self.format.value}")
         return self
 
-    def uri_for(self, run_date: date) -> str:
-        """The file of one run: ``{ds}`` in ``uri`` replaced by the run date (YYYY-MM-DD)."""
-        if self.uri is None:
+    def uri_for(self, run_date: date, override: str | None = None) -> str:
+        """The file of one run: ``override`` (a run's Param) or else ``uri``, with ``{ds}`` replaced by
+        the run date (YYYY-MM-DD) in either, so a Param can name a dated file too."""
+        template = override or self.uri
+        if template is None:
             raise ValueError("a sql input has no uri")
-        return self.uri.replace("{ds}", run_date.isoformat())
+        return template.replace("{ds}", run_date.isoformat())
 
 
 class PromptSpec(BaseModel):
@@ -553,10 +560,12 @@ class WorkloadSpec(BaseModel):
         return self._base_dir / getattr(self.prompt, which)
 
     def run_date(self, logical_date: datetime) -> date:
-        """The run's date in the deadline's zone: the date in custom_ids and in the uri's ``{ds}``."""
+        """The run's date: Airflow's ``ds`` (the logical date's date in UTC), the date in custom_ids,
+        run folders, the store and the uri's ``{ds}``. The DAG reads ``schedule`` in the deadline's
+        zone, so the bundled 01:00 New York night (05:00 or 06:00 UTC) keeps its local date."""
         if logical_date.tzinfo is None:
             raise ValueError("logical_date must be timezone-aware")
-        return logical_date.astimezone(self.deadline.zone).date()
+        return logical_date.astimezone(UTC).date()
 
     def deadline_for(self, logical_date: datetime) -> datetime:
         """See ``DeadlineSpec.deadline_for``."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -185,12 +186,39 @@ def test_naive_logical_date_is_refused(loan_spec: WorkloadSpec) -> None:
         loan_spec.deadline_for(datetime(2026, 6, 7, 5))
 
 
-def test_run_date_is_the_local_date_of_the_deadline_zone(loan_spec: WorkloadSpec) -> None:
-    assert loan_spec.run_date(datetime(2026, 6, 7, 2, 0, tzinfo=UTC)) == date(2026, 6, 6)
+def test_run_date_is_airflows_ds_the_utc_date_of_the_logical_date(loan_spec: WorkloadSpec) -> None:
+    # 22:00 in New York on June 6 is 02:00 UTC on June 7: Airflow's ds, so the run date, is June 7.
+    assert loan_spec.run_date(datetime(2026, 6, 6, 22, 0, tzinfo=ZoneInfo("America/New_York"))) == date(
+        2026, 6, 7
+    )
+    assert loan_spec.run_date(datetime(2026, 6, 7, 5, 0, tzinfo=UTC)) == date(2026, 6, 7)
 
 
 def test_input_uri_takes_the_run_date(loan_spec: WorkloadSpec) -> None:
     assert loan_spec.input.uri_for(date(2026, 6, 7)) == ".demo/inputs/loan_disclosure_review/2026-06-07.jsonl"
+
+
+def test_a_params_input_uri_takes_the_run_date_too(loan_spec: WorkloadSpec) -> None:
+    assert (
+        loan_spec.input.uri_for(date(2026, 6, 7), "s3://b/loans-{ds}.jsonl")
+        == "s3://b/loans-2026-06-07.jsonl"
+    )
+
+
+def test_wait_for_reads_as_a_duration_and_is_for_files_only() -> None:
+    assert make_spec(
+        input={"format": "jsonl", "uri": "x.jsonl", "wait_for": "2h"}
+    ).input.wait_for == timedelta(hours=2)
+    with pytest.raises(WorkloadSpecError, match=r"input\.wait_for waits for a file"):
+        make_spec(
+            input={
+                "format": "sql",
+                "uri": None,
+                "query": "SELECT 1",
+                "sqlalchemy_url": "sqlite://",
+                "wait_for": "2h",
+            }
+        )
 
 
 def test_durations_read_as_hours_and_minutes() -> None:
