@@ -31,6 +31,7 @@ from claude_emulator.errors import GENERIC_MESSAGES, ApiError, invalid_request
 from claude_emulator.faults import Endpoint, FaultPlan, HttpFault, RequestOutcome, draw
 from claude_emulator.params import MessageRequest, count_prompt_tokens, validate_message_params
 from claude_emulator.responders import respond
+from claude_emulator.schemas import conforms, minimal_instance
 from claude_emulator.state import (
     MESSAGES_SCOPE,
     BatchRecord,
@@ -328,10 +329,11 @@ class Emulator:
             return ErroredResult(error=error_body(error.kind, error.message, None))
         if fault is not None and fault.error_kind is not None:
             return ErroredResult(error=error_body(fault.error_kind, GENERIC_MESSAGES[fault.error_kind], None))
-        malformed = outcome is RequestOutcome.INVALID_OUTPUT
-        if malformed:
+        message = self._answer(connection, message_request, done_at, "batch", outcome)
+        if outcome is RequestOutcome.CUT_OFF or (
+            outcome is RequestOutcome.INVALID_OUTPUT and message_request.output_schema is None
+        ):
             counters["batch_results:invalid_output"] += 1
-        message = self._answer(connection, message_request, done_at, "batch", malformed=malformed)
         self._count_usage(counters, message.usage)
         return SucceededResult(message=message)
 
@@ -348,11 +350,7 @@ class Emulator:
             fault = self.config.faults.requests.fault_for(self.config.seed, f"messages:{key}", submission)
             if fault is None or fault.error_kind is None:
                 message = self._answer(
-                    connection,
-                    request,
-                    self.clock.now(),
-                    "standard",
-                    malformed=fault is not None and fault.outcome is RequestOutcome.INVALID_OUTPUT,
+                    connection, request, self.clock.now(), "standard", fault.outcome if fault else None
                 )
                 counters["messages_created"] += 1
                 self._count_usage(counters, message.usage)
@@ -373,15 +371,23 @@ class Emulator:
         request: MessageRequest,
         at: float,
         service_tier: str,
-        *,
-        malformed: bool,
+        outcome: RequestOutcome | None,
     ) -> Message:
         text = respond(request.prompt)
-        if malformed:
-            # Half of a JSON object is never valid JSON: the invalid output a pipeline must catch.
-            text = text[: len(text) // 2]
+        schema = request.output_schema
+        if schema is not None and not conforms(text, schema):
+            # Structured outputs: the answer follows the schema asked for, whatever the workload.
+            text = json.dumps(minimal_instance(schema))
         output_tokens = count_text_tokens(text)
         stop_reason = "end_turn"
+        if outcome is RequestOutcome.CUT_OFF:
+            # The answer ran into max_tokens: half of it, billed as the whole allowance. The schema
+            # guarantee does not cover this; it is the invalid output structured outputs still give.
+            text, output_tokens, stop_reason = text[: len(text) // 2], request.max_tokens, "max_tokens"
+        elif outcome is RequestOutcome.INVALID_OUTPUT and schema is None:
+            # Half of a JSON object is never valid JSON: the free-text answer a pipeline must catch.
+            text = text[: len(text) // 2]
+            output_tokens = count_text_tokens(text)
         if output_tokens > request.max_tokens:
             text = text[: request.max_tokens * 4]
             output_tokens = request.max_tokens

@@ -9,7 +9,10 @@ A fault file (``claude-emulator --faults FILE``) is YAML or JSON with two option
         invalid_request_error: 0.01
       expired: 0.01            # the request comes back "expired"
       canceled: 0.01           # the request comes back "canceled"
-      invalid_output: 0.02     # "succeeded", but the message text is malformed (cut in half)
+      invalid_output: 0.02     # "succeeded", but the free-text answer is malformed JSON (cut in half);
+                               # a request with output_config.format gets an answer in its schema instead
+      cut_off: 0.005           # "succeeded", but the answer stops at max_tokens (stop_reason max_tokens,
+                               # the JSON cut in half), with or without output_config.format
     endpoints:                 # HTTP faults, per endpoint
       create_batch:
         rate_limited: 0.1      # 429 rate_limit_error
@@ -36,7 +39,8 @@ Every decision is a hash, never a random draw, so a run is reproducible for a ``
   counts how many times each custom_id was submitted across batches, so a resubmission draws again
   and can succeed where the first submission failed. ``/v1/messages`` draws the same way from
   (seed, hash of the parameters, how many times those parameters were sent): an errored kind becomes
-  the matching HTTP error and ``invalid_output`` a malformed text; ``expired`` and ``canceled`` have
+  the matching HTTP error, ``invalid_output`` a malformed text and ``cut_off`` an answer stopped at
+  ``max_tokens``; ``expired`` and ``canceled`` have
   no synchronous meaning and answer normally.
 - an HTTP fault hashes (seed, endpoint, call number of that endpoint since the emulator started).
 """
@@ -81,6 +85,7 @@ class RequestOutcome(StrEnum):
     EXPIRED = "expired"
     CANCELED = "canceled"
     INVALID_OUTPUT = "invalid_output"
+    CUT_OFF = "cut_off"
 
 
 class RequestFault(BaseModel):
@@ -97,10 +102,11 @@ class RequestFaults(BaseModel):
     expired: Rate = 0.0
     canceled: Rate = 0.0
     invalid_output: Rate = 0.0
+    cut_off: Rate = 0.0
 
     @model_validator(mode="after")
     def _rates_fit(self) -> RequestFaults:
-        total = sum(self.errored.values()) + self.expired + self.canceled + self.invalid_output
+        total = sum(self.errored.values()) + self.expired + self.canceled + self.invalid_output + self.cut_off
         if total > 1.0:
             raise ValueError(f"request fault rates add up to {total:g}; they must add up to at most 1")
         return self
@@ -116,6 +122,7 @@ class RequestFaults(BaseModel):
             (self.expired, RequestFault(outcome=RequestOutcome.EXPIRED)),
             (self.canceled, RequestFault(outcome=RequestOutcome.CANCELED)),
             (self.invalid_output, RequestFault(outcome=RequestOutcome.INVALID_OUTPUT)),
+            (self.cut_off, RequestFault(outcome=RequestOutcome.CUT_OFF)),
         ]
         upper = 0.0
         for rate, fault in bands:

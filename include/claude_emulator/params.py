@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from claude_emulator.errors import ApiError, invalid_request
+from claude_emulator.schemas import check_output_config
 from claude_emulator.tokens import MODELS, ModelSpec, PromptLayout, prompt_layout
 
 # The fields of CreateMessageParams and CountMessageTokensParams in the OpenAPI spec; both refuse others.
@@ -60,6 +61,7 @@ class MessageRequest:
     max_tokens: int
     layout: PromptLayout
     prompt: Prompt
+    output_schema: dict[str, Any] | None = None
 
 
 def _text_of(content: Any) -> str:
@@ -180,13 +182,57 @@ def validate_message_params(params: Any, *, in_batch: bool) -> MessageRequest:
             if in_batch
             else "stream: the Claude emulator does not stream; call the Messages API without stream=True"
         )
+    output_schema = None
+    if params.get("output_config") is not None:
+        output_schema = check_output_config(
+            params["output_config"], structured_outputs=spec.structured_outputs, model=model
+        )
+    _check_model_options(params, model, spec, max_tokens)
     users = [message for message in params["messages"] if message["role"] == "user"]
     prompt = Prompt(
         model=model,
         system=_text_of(params.get("system") or ""),
         user=_text_of(users[-1]["content"]) if users else "",
     )
-    return MessageRequest(model=model, spec=spec, max_tokens=max_tokens, layout=layout, prompt=prompt)
+    return MessageRequest(
+        model=model,
+        spec=spec,
+        max_tokens=max_tokens,
+        layout=layout,
+        prompt=prompt,
+        output_schema=output_schema,
+    )
+
+
+def _check_model_options(params: dict[str, Any], model: str, spec: ModelSpec, max_tokens: int) -> None:
+    """What newer models refuse that older ones took (claude-batch-api.md, "Newer facts")."""
+    if not spec.sampling:
+        for name in ("temperature", "top_p", "top_k"):
+            if params.get(name) is not None:
+                raise invalid_request(f"{name}: {model} does not support setting {name}; remove it")
+    thinking = params.get("thinking")
+    if thinking is not None:
+        kind = thinking.get("type") if isinstance(thinking, dict) else None
+        if kind not in ("enabled", "disabled", "adaptive"):
+            raise invalid_request("thinking.type: Input should be 'enabled', 'disabled' or 'adaptive'")
+        if kind == "enabled":
+            if not spec.manual_thinking:
+                raise invalid_request(
+                    f"thinking.type: 'enabled' with budget_tokens is not supported by {model}; "
+                    "use thinking.type 'adaptive' with output_config.effort"
+                )
+            budget = thinking.get("budget_tokens")
+            if not isinstance(budget, int) or budget < 1024 or budget >= max_tokens:
+                raise invalid_request("thinking.budget_tokens: must be >= 1024 and less than max_tokens")
+        if kind == "disabled" and not spec.thinking_off:
+            raise invalid_request(f"thinking.type: thinking cannot be disabled on {model}")
+    tool_choice = params.get("tool_choice")
+    if (
+        isinstance(tool_choice, dict)
+        and tool_choice.get("type") in ("tool", "any")
+        and not spec.forced_tool_choice
+    ):
+        raise invalid_request(f"tool_choice: {model} does not support forcing a tool; use tool_choice 'auto'")
 
 
 def count_prompt_tokens(params: Any) -> int:

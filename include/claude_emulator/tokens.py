@@ -21,19 +21,46 @@ class ModelSpec:
     :param context_window: the most input tokens a prompt may have.
     :param max_output_tokens: the largest ``max_tokens`` the model accepts.
     :param min_cacheable_tokens: a shorter prefix is silently not cached, as on the real API.
+    :param structured_outputs: takes ``output_config.format``.
+    :param sampling: takes ``temperature``, ``top_p`` and ``top_k`` (Sonnet 5 answers 400).
+    :param manual_thinking: takes ``thinking.budget_tokens`` (4.7 and later answer 400).
+    :param thinking_off: takes ``thinking: {type: disabled}`` (Opus 5.5 answers 400).
+    :param forced_tool_choice: takes ``tool_choice`` ``tool`` or ``any`` (Opus 5.5 answers 400).
     """
 
     context_window: int
     max_output_tokens: int
     min_cacheable_tokens: int
+    structured_outputs: bool = True
+    sampling: bool = True
+    manual_thinking: bool = True
+    thinking_off: bool = True
+    forced_tool_choice: bool = True
 
 
 DEFAULT_CONTEXT_WINDOW = 200_000
 
-# The model ids of Anthropic's spec. Limits are published figures; the table is data, not policy.
+_LEGACY = {"structured_outputs": False}
+_ADAPTIVE_ONLY = {"manual_thinking": False}
+
+# The model ids of Anthropic's spec and the newer families (claude-batch-api.md, "Newer facts"). Limits
+# and refusals are published figures; the table is data, not policy.
 MODELS: dict[str, ModelSpec] = {
-    "claude-opus-4-7": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096),
-    "claude-mythos-preview": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096),
+    "claude-opus-5-5": ModelSpec(
+        DEFAULT_CONTEXT_WINDOW,
+        128_000,
+        4096,
+        manual_thinking=False,
+        thinking_off=False,
+        forced_tool_choice=False,
+    ),
+    "claude-opus-5": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096, **_ADAPTIVE_ONLY),
+    "claude-sonnet-5-5": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024, sampling=False, **_ADAPTIVE_ONLY),
+    "claude-sonnet-5": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024, sampling=False, **_ADAPTIVE_ONLY),
+    "claude-haiku-5-5": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 4096, **_ADAPTIVE_ONLY),
+    "claude-opus-4-8": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096, **_ADAPTIVE_ONLY),
+    "claude-opus-4-7": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096, **_ADAPTIVE_ONLY),
+    "claude-mythos-preview": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096, **_ADAPTIVE_ONLY),
     "claude-opus-4-6": ModelSpec(DEFAULT_CONTEXT_WINDOW, 128_000, 4096),
     "claude-sonnet-4-6": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024),
     "claude-haiku-4-5": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 4096),
@@ -42,13 +69,13 @@ MODELS: dict[str, ModelSpec] = {
     "claude-opus-4-5-20251101": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 4096),
     "claude-sonnet-4-5": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024),
     "claude-sonnet-4-5-20250929": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024),
-    "claude-opus-4-1": ModelSpec(DEFAULT_CONTEXT_WINDOW, 32_000, 1024),
-    "claude-opus-4-1-20250805": ModelSpec(DEFAULT_CONTEXT_WINDOW, 32_000, 1024),
-    "claude-opus-4-0": ModelSpec(DEFAULT_CONTEXT_WINDOW, 32_000, 1024),
-    "claude-opus-4-20250514": ModelSpec(DEFAULT_CONTEXT_WINDOW, 32_000, 1024),
-    "claude-sonnet-4-0": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024),
-    "claude-sonnet-4-20250514": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024),
-    "claude-3-haiku-20240307": ModelSpec(DEFAULT_CONTEXT_WINDOW, 4_096, 2048),
+    "claude-opus-4-1": ModelSpec(DEFAULT_CONTEXT_WINDOW, 32_000, 1024, **_LEGACY),
+    "claude-opus-4-1-20250805": ModelSpec(DEFAULT_CONTEXT_WINDOW, 32_000, 1024, **_LEGACY),
+    "claude-opus-4-0": ModelSpec(DEFAULT_CONTEXT_WINDOW, 32_000, 1024, **_LEGACY),
+    "claude-opus-4-20250514": ModelSpec(DEFAULT_CONTEXT_WINDOW, 32_000, 1024, **_LEGACY),
+    "claude-sonnet-4-0": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024, **_LEGACY),
+    "claude-sonnet-4-20250514": ModelSpec(DEFAULT_CONTEXT_WINDOW, 64_000, 1024, **_LEGACY),
+    "claude-3-haiku-20240307": ModelSpec(DEFAULT_CONTEXT_WINDOW, 4_096, 2048, **_LEGACY),
 }
 
 # Tokens the chat format adds around each message (role markers and separators).

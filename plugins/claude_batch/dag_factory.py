@@ -114,6 +114,7 @@ def build_workload_dag(
             workload=spec_source or spec.name,
             input_uri="{{ params.input_uri or '' }}",
             deadline="{{ params.deadline or '' }}",
+            conn_id=conn_id,
         )
         sample = SampleValidateOperator(
             task_id="sample_validate",

@@ -82,7 +82,8 @@ def test_every_failure_kind_ends_published_or_quarantined_with_a_reason(pipeline
 
 
 def test_failing_sample_gate_stops_before_any_batch_is_created(pipeline_for) -> None:
-    pipeline = pipeline_for(faults={"requests": {"invalid_output": 0.5}}, seed=1)
+    # Structured outputs keep answers in the schema; an answer cut off at max_tokens still breaks it.
+    pipeline = pipeline_for(faults={"requests": {"cut_off": 0.5}}, seed=1)
     loans = pipeline.loan_input(120)
 
     dag_run = pipeline.run("loan_disclosure_review", loans)

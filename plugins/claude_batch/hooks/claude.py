@@ -10,6 +10,7 @@ through the synchronous Messages API with bounded concurrency.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -58,6 +59,24 @@ def _batch_body(requests_file: PathLike) -> Iterator[bytes]:
                 pending.clear()
     pending += b"]}"
     yield bytes(pending)
+
+
+# The SDK's typed create() no longer lists every parameter the API reads (2.x dropped the sampling
+# ones); those go in the body as they are, so a request file means the same sync or in a batch.
+_CREATE_PARAMETERS = frozenset(inspect.signature(anthropic.resources.messages.Messages.create).parameters) - {
+    "self",
+    "extra_headers",
+    "extra_query",
+    "extra_body",
+    "timeout",
+}
+
+
+def _create_arguments(params: dict[str, Any]) -> dict[str, Any]:
+    """``messages.create`` keyword arguments for batch-request ``params``."""
+    known = {name: value for name, value in params.items() if name in _CREATE_PARAMETERS}
+    extra = {name: value for name, value in params.items() if name not in _CREATE_PARAMETERS}
+    return {**known, "extra_body": extra} if extra else known
 
 
 def _error_kind(error: Exception) -> str:
@@ -193,7 +212,7 @@ class ClaudeBatchHook(AnthropicHook):
                     while (item := await queue.get()) is not None:
                         custom_id, params = item
                         try:
-                            message = await client.messages.create(**params)
+                            message = await client.messages.create(**_create_arguments(params))
                             line = sync_result_line(custom_id, message.model_dump(mode="json"))
                         except (anthropic.APIStatusError, anthropic.APIConnectionError) as error:
                             line = sync_result_line(

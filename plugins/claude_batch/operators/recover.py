@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.partition import partition_dir, partition_submission
+from claude_batch.operators.route import batch_unavailable
 from claude_batch.operators.run import RunContext
 from claude_batch.operators.shard import manifest_rows, read_quarantine_file
 from claude_batch.operators.submit import submit_requests
@@ -90,6 +91,7 @@ class RecoverOperator(BaseOperator):
         hook = ClaudeBatchHook(conn_id=self.conn_id)
         round_number = 0
         routes: list[dict] = []
+        no_batch = batch_unavailable(self.conn_id, spec)
         while True:
             submitted = round_request_files(run, store, round_number)
             plan = plan_recovery(
@@ -120,6 +122,7 @@ class RecoverOperator(BaseOperator):
                     plan.requests,
                     datetime.now(UTC),
                     run.deadline,
+                    batch_unavailable=no_batch,
                 )
             )
             self.log.info("%s", decision.rationale)

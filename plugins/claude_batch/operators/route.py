@@ -6,12 +6,32 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow.providers.anthropic.hooks.anthropic import FIRST_PARTY_PLATFORMS
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
+from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.run import RunContext, count_input, logical_date_of, run_dir_for
 from claude_batch.strategy.routing import decide_route, step_facts
-from claude_batch.strategy.spec import load_workload
+from claude_batch.strategy.spec import WorkloadSpec, load_workload
+
+
+def batch_unavailable(conn_id: str, spec: WorkloadSpec) -> str | None:
+    """Why this connection and model cannot use Message Batches, or None when they can.
+
+    Message Batches are a first-party API: the provider's Bedrock, Vertex AI and Foundry platforms
+    do not serve them, so such a connection goes synchronous instead of failing at batch create.
+    """
+    platform = ClaudeBatchHook(conn_id=conn_id).platform
+    if platform not in FIRST_PARTY_PLATFORMS:
+        return (
+            f"connection {conn_id} is a {platform} connection and Message Batches are served only by "
+            "the first-party API (Bedrock, Vertex AI and Foundry do not serve them)"
+        )
+    if not spec.capabilities().batch:
+        return f"{spec.model} is not served by Message Batches"
+    return None
 
 
 class RouteOperator(BaseOperator):
@@ -22,12 +42,22 @@ class RouteOperator(BaseOperator):
     :param workload: name of a spec in ``include/workloads/`` (or a path to one).
     :param input_uri: the input file; empty uses the spec's ``input.uri`` (``{ds}`` = run date in both).
     :param deadline: ISO 8601 override of the spec's deadline; empty uses the spec.
+    :param conn_id: Airflow connection of type ``anthropic`` (a platform without batches routes sync).
     """
 
     template_fields: Sequence[str] = ("input_uri", "deadline")
 
-    def __init__(self, *, workload: str, input_uri: str = "", deadline: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        workload: str,
+        input_uri: str = "",
+        deadline: str = "",
+        conn_id: str = "anthropic_default",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.conn_id = conn_id
         self.workload = workload
         self.input_uri = input_uri
         self.deadline = deadline
@@ -50,11 +80,19 @@ class RouteOperator(BaseOperator):
             deadline=deadline,
             params={"input_uri": input_uri, "deadline": deadline.isoformat()},
         )
+        no_batch = batch_unavailable(self.conn_id, spec)
         decision = decide_route(
-            step_facts(spec.routing, "bulk", volume, datetime.now(UTC), deadline, interactive=False)
+            step_facts(spec.routing, "bulk", volume, datetime.now(UTC), deadline, batch_unavailable=no_batch)
         )
         self.log.info("Run %s of %s for %s: %d input records", run.id, spec.name, run_date, volume)
         self.log.info("Routing decision: %s", decision.rationale)
+        if no_batch and decision.deadline_at_risk:
+            raise AirflowFailException(
+                f"Refusing the run of {spec.name} for {run_date}: {decision.rationale}. Nothing was sent. "
+                "Use a first-party connection (platform anthropic) for the batch discount and window, "
+                "move the deadline (the deadline param), or raise routing.sync_requests_per_minute if the "
+                "rate limit allows."
+            )
         if decision.deadline_at_risk:
             self.log.warning("The deadline %s is at risk whichever route is taken", deadline.isoformat())
         return RunContext(

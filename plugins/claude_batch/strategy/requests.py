@@ -1,6 +1,8 @@
 """The Messages API params of one record: the exact ``params`` of a batch request or a sync call.
 
-The system prompt is rendered once per workload and sent as a list with one text block, marked
+The spec's request options (``output_config.format`` with the output schema when the model takes
+structured outputs, sampling parameters, thinking) are the same in every request. The system prompt is
+rendered once per workload and sent as a list with one text block, marked
 with ``cache_control`` when the spec caches it, so every request shares a byte-identical prefix the
 prompt cache can match. The user message is the user template rendered with the record (a validated
 instance of the input model, so ``record.items`` is a field, never a dict method). Templates use
@@ -9,6 +11,7 @@ StrictUndefined: a typo is an error, not an empty string in a paid prompt.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +29,7 @@ class RequestBuilder:
 
     :param base_dir: folder the template paths are relative to.
     :param cache_ttl: ``5m`` or ``1h``; used only when ``cache_system_prefix``.
+    :param options_json: ``WorkloadSpec.request_options()`` as JSON (hashable, for the builder cache).
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class RequestBuilder:
         model: str,
         max_tokens: int,
         input_schema: str,
+        options_json: str = "{}",
     ) -> None:
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(base_dir), undefined=jinja2.StrictUndefined, autoescape=False
@@ -57,6 +62,7 @@ class RequestBuilder:
         self._model = model
         self._max_tokens = max_tokens
         self._input_model = import_model(input_schema)
+        self._options_json = options_json
         self._line_parts = self._request_line_parts()
 
     def _request_line_parts(self) -> tuple[bytes, bytes, bytes]:
@@ -103,6 +109,8 @@ class RequestBuilder:
             "max_tokens": self._max_tokens,
             "system": [system_block],
             "messages": [{"role": "user", "content": user_text}],
+            # Decoded per call, so that every call's nested dicts are its own to change.
+            **json.loads(self._options_json),
         }
 
 
@@ -116,6 +124,7 @@ def _cached_builder(
     model: str,
     max_tokens: int,
     input_schema: str,
+    options_json: str,
 ) -> RequestBuilder:
     return RequestBuilder(
         base_dir,
@@ -126,6 +135,7 @@ def _cached_builder(
         model,
         max_tokens,
         input_schema,
+        options_json,
     )
 
 
@@ -141,6 +151,7 @@ def request_builder(spec: WorkloadSpec) -> RequestBuilder:
         spec.model,
         spec.max_tokens,
         spec.input_schema,
+        json.dumps(spec.request_options(), sort_keys=True),
     )
 
 

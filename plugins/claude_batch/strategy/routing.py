@@ -4,6 +4,9 @@ The rules, in order:
 
 1. A person waits for the answer (interactive) → sync: a batch may take up to 24 h.
 2. Nothing to send → sync (there is no batch of zero requests).
+2b. Batches cannot be had (a Bedrock, Vertex AI or Foundry connection, a model Message Batches do not
+   serve) → sync, flagged ``deadline_at_risk`` when sync cannot finish by the deadline (the route
+   stage then refuses the run rather than start what cannot end in time).
 3. The deadline is closer than the expected batch latency plus the safety margin → sync, when sync
    finishes in time. When sync would finish after the deadline, a batch still expected in time goes
    ahead (without its full margin); when neither is, the route projected to finish first wins and
@@ -36,6 +39,7 @@ class StepFacts(BaseModel):
     :param interactive: a person is waiting for the answer.
     :param deadline: when the step's outputs must be published, if ever.
     :param sync_requests_per_minute: sustained sync throughput under the rate limit and concurrency.
+    :param batch_unavailable: why Message Batches cannot be used here, when they cannot.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,6 +53,7 @@ class StepFacts(BaseModel):
     batch_safety_margin: timedelta
     sync_requests_per_minute: float = Field(gt=0)
     min_batch_volume: int = Field(ge=0)
+    batch_unavailable: str | None = None
 
     @field_validator("deadline", "now")
     @classmethod
@@ -91,6 +96,7 @@ def step_facts(
     now: datetime,
     deadline: datetime | None,
     interactive: bool = False,
+    batch_unavailable: str | None = None,
 ) -> StepFacts:
     """The facts of a step, with the levers taken from a workload's ``routing`` section."""
     return StepFacts(
@@ -103,6 +109,7 @@ def step_facts(
         batch_safety_margin=routing.batch_safety_margin,
         sync_requests_per_minute=sync_requests_per_minute(routing),
         min_batch_volume=routing.min_batch_volume,
+        batch_unavailable=batch_unavailable,
     )
 
 
@@ -144,6 +151,15 @@ def decide_route(facts: StepFacts) -> RoutingDecision:
         return decision(Route.SYNC, f"a person is waiting and a batch can take up to 24 h; {sync_numbers}")
     if facts.volume == 0:
         return decision(Route.SYNC, "nothing to send")
+    if facts.batch_unavailable is not None:
+        if facts.deadline is not None and sync_finish > facts.deadline:
+            return decision(
+                Route.SYNC,
+                f"DEADLINE AT RISK: {facts.batch_unavailable}, and sync misses the deadline "
+                f"{_at(facts.deadline)} ({sync_numbers})",
+                at_risk=True,
+            )
+        return decision(Route.SYNC, f"{facts.batch_unavailable}; {sync_numbers}")
     if facts.deadline is not None:
         time_left = facts.deadline - facts.now
         needed = facts.expected_batch_latency + facts.batch_safety_margin

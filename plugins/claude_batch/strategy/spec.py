@@ -39,6 +39,15 @@ from pydantic import (
 
 import claude_workloads
 from claude_batch.strategy.cost import ModelPrice, PriceTable, default_price_table
+from claude_batch.strategy.models import (
+    CapabilityTable,
+    ModelCapabilities,
+    ThinkingMode,
+    UnfitSchemaError,
+    UnknownModelError,
+    default_capability_table,
+    structured_output_schema,
+)
 from claude_batch.strategy.partition import ErrorKind, ResultClass
 
 WORKLOADS_DIR = Path(claude_workloads.__file__).resolve().parent
@@ -410,6 +419,37 @@ class BudgetSpec(BaseModel):
     action: Literal["fail", "warn"] = "fail"
 
 
+class ThinkingSpec(BaseModel):
+    """Extended thinking for every request.
+
+    :param type: ``disabled``, ``enabled`` (a manual ``budget_tokens``) or ``adaptive`` (the model
+        decides, steered by ``effort``); which ones a model takes is in ``models.yaml``.
+    :param budget_tokens: for ``enabled``: at least 1024 and under ``max_tokens``.
+    :param effort: for ``adaptive``: sent as ``output_config.effort``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: ThinkingMode
+    budget_tokens: int | None = Field(default=None, ge=1024)
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+    @model_validator(mode="after")
+    def _fields_match_type(self) -> ThinkingSpec:
+        if (self.budget_tokens is not None) != (self.type is ThinkingMode.ENABLED):
+            raise ValueError("budget_tokens is required with type enabled, and only there")
+        if self.effort is not None and self.type is not ThinkingMode.ADAPTIVE:
+            raise ValueError("effort goes with type adaptive")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """The request's ``thinking`` param."""
+        params: dict[str, Any] = {"type": self.type.value}
+        if self.budget_tokens is not None:
+            params["budget_tokens"] = self.budget_tokens
+        return params
+
+
 class WorkloadSpec(BaseModel):
     """One bulk Claude workload; README.md, "Workload specs", describes each field.
 
@@ -434,14 +474,20 @@ class WorkloadSpec(BaseModel):
     max_tokens: int = Field(ge=1)
     context_window_tokens: int = Field(default=DEFAULT_CONTEXT_WINDOW_TOKENS, ge=1)
     max_request_bytes: ByteSize = Field(default=ByteSize(1_000_000), ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    thinking: ThinkingSpec | None = None
     prompt: PromptSpec
     output_schema: str
+    structured_output: Literal["auto", "on", "off"] = "auto"
     sample: SampleSpec = Field(default_factory=SampleSpec)
     sharding: ShardingSpec = Field(default_factory=ShardingSpec)
     deadline: DeadlineSpec
     routing: RoutingSpec = Field(default_factory=RoutingSpec)
     recovery: RecoverySpec = Field(default_factory=RecoverySpec)
     prices: list[ModelPrice] = Field(default_factory=list)
+    model_capabilities: list[ModelCapabilities] = Field(default_factory=list)
     health: HealthSpec = Field(default_factory=HealthSpec)
     budget: BudgetSpec | None = None
 
@@ -543,6 +589,52 @@ class WorkloadSpec(BaseModel):
         self._base_dir = _base_dir_of(info)
         return self
 
+    @model_validator(mode="after")
+    def _model_accepts_the_request(self) -> WorkloadSpec:
+        """What the model refuses with a 400 is refused here, naming the spec's field."""
+        try:
+            capabilities = self.capabilities()
+        except UnknownModelError as error:
+            raise ValueError(f"model: {error}") from None
+        problems = []
+        if self.max_tokens > capabilities.max_output_tokens:
+            problems.append(
+                f"max_tokens: {self.max_tokens} is over {self.model}'s maximum output of "
+                f"{capabilities.max_output_tokens} tokens"
+            )
+        for parameter in ("temperature", "top_p", "top_k"):
+            if getattr(self, parameter) is not None and parameter not in capabilities.sampling:
+                problems.append(
+                    f"{parameter}: {self.model} refuses a non-default {parameter} (the API answers 400); "
+                    "remove it or choose a model that takes it"
+                )
+        if self.thinking is not None:
+            if self.thinking.type not in capabilities.thinking:
+                accepted = ", ".join(mode.value for mode in capabilities.thinking)
+                problems.append(
+                    f"thinking.type: {self.model} refuses thinking {self.thinking.type.value} "
+                    f"(it takes: {accepted})"
+                )
+            if self.thinking.budget_tokens is not None and self.thinking.budget_tokens >= self.max_tokens:
+                problems.append(
+                    f"thinking.budget_tokens: {self.thinking.budget_tokens} must be under max_tokens "
+                    f"{self.max_tokens}"
+                )
+        if self.structured_output == "on":
+            if not capabilities.structured_outputs:
+                problems.append(
+                    f"structured_output: {self.model} does not take output_config.format; "
+                    "use auto or off, or a model that does"
+                )
+            else:
+                try:
+                    structured_output_schema(self.output_model())
+                except UnfitSchemaError as error:
+                    problems.append(f"structured_output: {error}")
+        if problems:
+            raise ValueError("\n  - ".join(problems))
+        return self
+
     @property
     def base_dir(self) -> Path:
         """The folder the prompt template paths are relative to (the spec file's folder)."""
@@ -574,6 +666,45 @@ class WorkloadSpec(BaseModel):
     def price_table(self) -> PriceTable:
         """The default prices with this spec's rows taking precedence."""
         return default_price_table().with_overrides(self.prices)
+
+    def capability_table(self) -> CapabilityTable:
+        """The default model capabilities with this spec's rows taking precedence."""
+        return default_capability_table().with_overrides(self.model_capabilities)
+
+    def capabilities(self) -> ModelCapabilities:
+        """What this spec's model accepts."""
+        return self.capability_table().for_model(self.model)
+
+    def output_format_schema(self) -> dict[str, Any] | None:
+        """The JSON schema sent as ``output_config.format``, or None when answers are free text.
+
+        ``auto`` uses structured outputs when the model takes them and the output model fits;
+        ``on`` was checked to do so when the spec was loaded; ``off`` never does.
+        """
+        if self.structured_output == "off" or not self.capabilities().structured_outputs:
+            return None
+        try:
+            return structured_output_schema(self.output_model())
+        except UnfitSchemaError:
+            return None
+
+    def request_options(self) -> dict[str, Any]:
+        """The Messages API params beyond model, max_tokens, system and messages that every request carries."""
+        options: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in ("temperature", "top_p", "top_k")
+            if getattr(self, name) is not None
+        }
+        if self.thinking is not None:
+            options["thinking"] = self.thinking.params()
+        output_config: dict[str, Any] = {}
+        if (schema := self.output_format_schema()) is not None:
+            output_config["format"] = {"type": "json_schema", "schema": schema}
+        if self.thinking is not None and self.thinking.effort is not None:
+            output_config["effort"] = self.thinking.effort
+        if output_config:
+            options["output_config"] = output_config
+        return options
 
 
 def _base_dir_of(info: ValidationInfo) -> Path:
@@ -636,7 +767,8 @@ def load_workload(name_or_path: str | Path) -> WorkloadSpec:
 
 
 def prompt_fingerprint(spec: WorkloadSpec) -> str:
-    """A hash of everything that decides what the model answers: templates, model, max_tokens, schema.
+    """A hash of everything that decides what the model answers: templates, model, max_tokens, schema,
+    and the request options (structured outputs, sampling, thinking).
 
     Two runs with the same fingerprint send the same prompts to the same model for the same shape of
     answer, so a sample that passed for one vouches for the other (and may be smaller).
@@ -648,6 +780,7 @@ def prompt_fingerprint(spec: WorkloadSpec) -> str:
         spec.model,
         str(spec.max_tokens),
         json.dumps(spec.output_model().model_json_schema(), sort_keys=True),
+        json.dumps(spec.request_options(), sort_keys=True),
     ):
         digest.update(part.encode())
         digest.update(b"\0")

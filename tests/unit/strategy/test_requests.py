@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jinja2
@@ -13,7 +14,7 @@ from tests.unit.strategy.helpers import loan, make_spec, spec_data
 
 def test_params_are_exactly_the_messages_api_params(loan_spec: WorkloadSpec) -> None:
     params = build_params(loan_spec, loan("114829", text="NOTICE OF RIGHT TO CANCEL\nYou may cancel."))
-    assert set(params) == {"model", "max_tokens", "system", "messages"}
+    assert set(params) == {"model", "max_tokens", "system", "messages", "output_config"}
     assert (params["model"], params["max_tokens"]) == (loan_spec.model, loan_spec.max_tokens)
     assert params["messages"] == [
         {
@@ -68,3 +69,45 @@ def test_an_undefined_value_fails_instead_of_rendering_empty(tmp_path: Path) -> 
     spec = parse_workload(data, base_dir=tmp_path)
     with pytest.raises(jinja2.UndefinedError):
         build_params(spec, loan("1"))
+
+
+def test_a_model_with_structured_outputs_is_sent_the_output_schema(loan_spec: WorkloadSpec) -> None:
+    params = build_params(loan_spec, loan("1"))
+    output_format = params["output_config"]["format"]
+    assert output_format["type"] == "json_schema"
+    schema = output_format["schema"]
+    assert schema["required"] == ["loan_file_id", "missing_disclosures", "risk_level", "rationale"]
+    # Made to fit what the API takes: every object closed, length limits moved into the description.
+    assert schema["additionalProperties"] is False
+    assert "maxLength" not in schema["properties"]["rationale"]
+    assert "maxLength: 2000" in schema["properties"]["rationale"]["description"]
+
+
+def test_a_model_without_structured_outputs_gets_free_text_requests() -> None:
+    spec = make_spec(model="claude-sonnet-4-0")
+    assert "output_config" not in build_params(spec, loan("1"))
+
+
+def test_structured_output_off_sends_no_schema() -> None:
+    spec = make_spec(structured_output="off")
+    assert "output_config" not in build_params(spec, loan("1"))
+
+
+def test_sampling_and_thinking_settings_reach_every_request() -> None:
+    spec = make_spec(
+        model="claude-opus-4-8",
+        temperature=0.2,
+        max_tokens=4000,
+        thinking={"type": "adaptive", "effort": "low"},
+    )
+    params = build_params(spec, loan("1"))
+    assert params["temperature"] == 0.2
+    assert params["thinking"] == {"type": "adaptive"}
+    assert params["output_config"]["effort"] == "low"
+    assert params["output_config"]["format"]["type"] == "json_schema"
+
+
+def test_request_lines_carry_the_same_options_as_params(loan_spec: WorkloadSpec) -> None:
+    builder = request_builder(loan_spec)
+    line = json.loads(builder.request_line("loan-1", builder.user_text(loan("1"))))
+    assert line["params"] == build_params(loan_spec, loan("1"))

@@ -149,3 +149,20 @@ def test_the_route_always_follows_the_rules(
         assert volume >= min_batch or not enough_margin
     if decision.deadline_at_risk:
         assert facts.deadline is not None and decision.projected_finish > facts.deadline
+
+
+BEDROCK = "connection claude_bedrock is a bedrock connection and Message Batches are served only by the first-party API"
+
+
+def test_a_connection_without_batches_goes_sync_and_says_why() -> None:
+    decision = decide_route(_facts(volume=200, batch_unavailable=BEDROCK))
+    assert decision.route is Route.SYNC
+    assert decision.rationale.startswith(f"bulk: sync: {BEDROCK}; 200 requests at 50/min take 0h04m")
+    assert not decision.deadline_at_risk
+
+
+def test_a_connection_without_batches_flags_a_deadline_sync_cannot_meet() -> None:
+    decision = decide_route(_facts(volume=50_000, batch_unavailable=BEDROCK))
+    assert decision.route is Route.SYNC
+    assert decision.deadline_at_risk
+    assert "DEADLINE AT RISK" in decision.rationale and BEDROCK in decision.rationale

@@ -258,3 +258,81 @@ def test_prompt_fingerprint_changes_with_the_template(tmp_path: Path) -> None:
     before = prompt_fingerprint(first)
     (tmp_path / "user.j2").write_text("File:\n{{ record.text }}")
     assert prompt_fingerprint(first) != before
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"model": "claude-sonnet-5", "temperature": 0.3},
+            "temperature: claude-sonnet-5 refuses a non-default temperature",
+        ),
+        ({"model": "claude-sonnet-5-5", "top_k": 40}, "top_k: claude-sonnet-5-5 refuses a non-default top_k"),
+        (
+            {
+                "model": "claude-opus-4-7",
+                "max_tokens": 8000,
+                "thinking": {"type": "enabled", "budget_tokens": 2048},
+            },
+            "thinking.type: claude-opus-4-7 refuses thinking enabled (it takes: disabled, adaptive)",
+        ),
+        (
+            {"model": "claude-opus-5-5", "thinking": {"type": "disabled"}},
+            "thinking.type: claude-opus-5-5 refuses thinking disabled",
+        ),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 4096}},
+            "thinking.budget_tokens: 4096 must be under max_tokens 1024",
+        ),
+        (
+            {"thinking": {"type": "adaptive", "budget_tokens": 4096}},
+            "budget_tokens is required with type enabled",
+        ),
+        ({"max_tokens": 100_000}, "max_tokens: 100000 is over claude-sonnet-4-6's maximum output of 64000"),
+        (
+            {"model": "claude-sonnet-4-0", "structured_output": "on"},
+            "structured_output: claude-sonnet-4-0 does not take output_config.format",
+        ),
+        ({"model": "claude-unknown-9"}, "model: no capabilities known for model 'claude-unknown-9'"),
+        ({"structured_output": "always"}, "structured_output: Input should be 'auto', 'on' or 'off'"),
+    ],
+)
+def test_a_setting_the_model_refuses_fails_at_parse_time_naming_the_field(
+    change: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(WorkloadSpecError) as raised:
+        make_spec(**change)
+    assert expected in str(raised.value)
+
+
+def test_a_model_that_takes_temperature_keeps_it() -> None:
+    assert make_spec(model="claude-opus-4-6", temperature=0.0).temperature == 0.0
+
+
+def test_a_capability_row_in_the_spec_lets_an_unknown_model_through() -> None:
+    row = {
+        "prefix": "claude-private-1",
+        "structured_outputs": False,
+        "thinking": ["disabled"],
+        "sampling": ["temperature"],
+        "forced_tool_choice": True,
+        "tokenizer": 1,
+        "batch": True,
+        "max_output_tokens": 8000,
+    }
+    spec = make_spec(
+        model="claude-private-1",
+        model_capabilities=[row],
+        prices=[{"prefix": "claude-private-1", "input_per_mtok": 1.0, "output_per_mtok": 2.0}],
+    )
+    assert spec.output_format_schema() is None
+
+
+def test_structured_output_auto_follows_the_model(loan_spec: WorkloadSpec) -> None:
+    assert loan_spec.structured_output == "auto"
+    assert loan_spec.output_format_schema() is not None
+    assert make_spec(model="claude-sonnet-4-0").output_format_schema() is None
+
+
+def test_prompt_fingerprint_changes_with_structured_outputs(loan_spec: WorkloadSpec) -> None:
+    assert prompt_fingerprint(loan_spec) != prompt_fingerprint(make_spec(structured_output="off"))
