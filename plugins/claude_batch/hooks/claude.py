@@ -21,7 +21,9 @@ from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 from anthropic.types.messages import MessageBatch
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from claude_batch.strategy.partition import sync_result_line
+from claude_batch.strategy.lines import Line, jsonl_lines, read_lines, split_lines
+from claude_batch.strategy.partition import MAX_RESULT_LINE_BYTES, sync_result_line
+from claude_batch.strategy.spec import MAX_BATCH_BYTES
 
 # How long a 404 for a batch this run created is taken for the API catching up, not a missing batch.
 EARLY_404_SECONDS = 20.0
@@ -45,18 +47,14 @@ def _batch_body(requests_file: PathLike) -> Iterator[bytes]:
     yield b'{"requests":['
     pending = bytearray()
     first = True
-    with requests_file.open("rb") as lines:
-        for line in lines:
-            line = line.rstrip(b"\r\n")
-            if not line:
-                continue
-            if not first:
-                pending += b","
-            pending += line
-            first = False
-            if len(pending) >= _BODY_CHUNK_BYTES:
-                yield bytes(pending)
-                pending.clear()
+    for line in jsonl_lines([requests_file], MAX_BATCH_BYTES):
+        if not first:
+            pending += b","
+        pending += line
+        first = False
+        if len(pending) >= _BODY_CHUNK_BYTES:
+            yield bytes(pending)
+            pending.clear()
     pending += b"]}"
     yield bytes(pending)
 
@@ -153,21 +151,29 @@ class ClaudeBatchHook(AnthropicHook):
         return None
 
     def download_results(self, batch_id: str, destination: PathLike, expected_lines: int) -> int:
-        """Write the batch's results JSONL to ``destination`` as raw lines; return the line count.
+        """Write the batch's results JSONL to ``destination`` byte for byte; return the line count.
 
-        Raw bytes, not SDK models: memory stays flat and partition reads the wire format itself.
-        A stream cut off mid-way is detected by counting lines against the batch's request count.
+        Raw bytes, not SDK models: memory stays flat and partition reads the wire format itself. Lines
+        are counted as every reader here splits them (``\n`` only: the HTTP library's ``iter_lines``
+        would also split on U+2028 and the like inside an answer). A stream cut off mid-way is detected
+        by counting whole lines against the batch's request count.
         """
         decoder = self.get_conn().messages.batches.results(batch_id)
-        lines = 0
         try:
             with destination.open("wb") as out:
-                for line in decoder.http_response.iter_lines():
-                    if not line.strip():
-                        continue
-                    out.write(line.encode() if isinstance(line, str) else line)
-                    out.write(b"\n")
-                    lines += 1
+
+                def written(chunks: Iterator[bytes]) -> Iterator[bytes]:
+                    for chunk in chunks:
+                        out.write(chunk)
+                        yield chunk
+
+                lines = sum(
+                    1
+                    for line in split_lines(
+                        written(decoder.http_response.iter_bytes()), MAX_RESULT_LINE_BYTES
+                    )
+                    if not line.blank and (line.terminated or _complete(line))
+                )
         finally:
             decoder.close()
         if lines < expected_lines:
@@ -224,12 +230,10 @@ class ClaudeBatchHook(AnthropicHook):
                         written += 1
 
                 async def read_requests() -> None:
-                    with requests_file.open("rb") as lines:
-                        for raw in lines:
-                            if raw.strip():
-                                request = json.loads(raw)
-                                if request["custom_id"] not in answered:
-                                    await queue.put((request["custom_id"], request["params"]))
+                    for raw in jsonl_lines([requests_file], MAX_BATCH_BYTES):
+                        request = json.loads(raw)
+                        if request["custom_id"] not in answered:
+                            await queue.put((request["custom_id"], request["params"]))
                     for _ in range(concurrency):
                         await queue.put(None)
 
@@ -241,15 +245,22 @@ class ClaudeBatchHook(AnthropicHook):
         return written
 
 
+def _complete(line: Line) -> bool:
+    """A last line without its newline still counts when it is whole JSON (a cut-off one is not)."""
+    try:
+        return line.data is not None and isinstance(json.loads(line.data), dict)
+    except ValueError:
+        return False
+
+
 def _answered_ids(parts: list[Any]) -> set[str]:
     """custom_ids that already have a whole result line in one of ``parts``."""
     answered: set[str] = set()
     for part in parts:
-        with part.open("rb") as lines:
-            for line in lines:
-                if line.endswith(b"\n"):
-                    try:
-                        answered.add(json.loads(line)["custom_id"])
-                    except (ValueError, KeyError, TypeError):
-                        continue
+        for line in read_lines(part, MAX_RESULT_LINE_BYTES):
+            if line.terminated and line.data is not None:
+                try:
+                    answered.add(json.loads(line.data)["custom_id"])
+                except (ValueError, KeyError, TypeError):
+                    continue
     return answered

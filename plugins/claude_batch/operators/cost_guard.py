@@ -103,20 +103,30 @@ class CostGuardOperator(BaseOperator):
         run = RunContext.of(self.run)
         spec = run.spec()
         budget = BudgetSpec.model_validate(self.budget) if self.budget else None
+        if not self.sample["sample_size"]:
+            self.log.info("Cost estimate: $0, the input %s has no record that can be sent", run.input_uri)
+            return CostEstimate(
+                estimated_usd=0.0,
+                volume=0,
+                sampled=0,
+                input_tokens_per_request=0.0,
+                output_tokens_per_request=0.0,
+                route=run.route,
+                budget_usd=budget.usd if budget else None,
+                action=budget.action if budget else None,
+            ).model_dump(mode="json")
         # An estimate: a count that still fails after the retries is left out rather than stopping the run.
         client = ClaudeBatchHook(conn_id=self.conn_id).get_conn().with_options(max_retries=COUNT_RETRIES)
         counted, sampled = 0, 0
-        with run.path("sample", "requests.jsonl").open("rb") as lines:
-            for line in lines:
-                if line.strip():
-                    params = json.loads(line)["params"]
-                    params.pop("max_tokens", None)  # count_tokens takes the prompt, not the answer's limit
-                    try:
-                        counted += client.messages.count_tokens(**params).input_tokens
-                    except (anthropic.APIConnectionError, anthropic.APIStatusError) as error:
-                        self.log.warning("count_tokens failed for one sample request, left out: %s", error)
-                        continue
-                    sampled += 1
+        for line in read_lines([run.path("sample", "requests.jsonl")]):
+            params = json.loads(line)["params"]
+            params.pop("max_tokens", None)  # count_tokens takes the prompt, not the answer's limit
+            try:
+                counted += client.messages.count_tokens(**params).input_tokens
+            except (anthropic.APIConnectionError, anthropic.APIStatusError) as error:
+                self.log.warning("count_tokens failed for one sample request, left out: %s", error)
+                continue
+            sampled += 1
         if not sampled:
             raise AirflowException("count_tokens failed for every sample request; retry this task")
         answered, output_tokens = 0, 0

@@ -14,10 +14,15 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.claude import ClaudeBatchHook, ResultsIncompleteError
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import RunContext, read_lines
+from claude_batch.operators.run import RunContext
 from claude_batch.store import Store
 from claude_batch.strategy.manifest import ManifestEntry, read_manifest
-from claude_batch.strategy.partition import PartitionSummary, ResultClass, partition_results
+from claude_batch.strategy.partition import (
+    PartitionSummary,
+    ResultClass,
+    partition_results,
+    read_result_lines,
+)
 
 # A results stream cut off mid-way surfaces as the HTTP client's transport error, not the SDK's.
 RESULT_DOWNLOAD_ERRORS = (
@@ -44,7 +49,10 @@ def fetch_results(store: Store, hook: ClaudeBatchHook, run: RunContext, submissi
     )
     destination.parent.mkdir(parents=True, exist_ok=True)
     expected = sum(counts.values())
-    if destination.exists() and sum(1 for _ in read_lines([destination])) == expected:
+    if (
+        destination.exists()
+        and sum(1 for line in read_result_lines([destination]) if not line.blank) == expected
+    ):
         log.info("Results of batch %s already downloaded (%d lines)", batch.id, expected)
         return [destination]
     for try_ in Retrying(
@@ -76,7 +84,7 @@ def partition_submission(
     files = fetch_results(store, hook, run, submission, log)
     out_dir = partition_dir(run, submission["round"], submission["shard_index"])
     summary = partition_results(
-        read_lines(files), expected_requests(run, submission), spec.output_model(), out_dir
+        read_result_lines(files), expected_requests(run, submission), spec.output_model(), out_dir
     )
     crash_point("partition.after_classify")
     if (

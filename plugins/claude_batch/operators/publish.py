@@ -144,16 +144,25 @@ class PublishOperator(BaseOperator):
         with run.path("report.json").open("w") as out:
             out.write(json.dumps(report_json, indent=2))
         balanced = accounting.balanced and report.accounted() and accounting.inputs == run.input_count
-        status = "succeeded" if balanced and health.level is not HealthLevel.FAIL else "failed"
+        # Every record quarantined before any was sent: the input, not the run, is what is wrong.
+        nothing_sent = accounting.inputs > 0 and accounting.manifest == 0
+        ok = balanced and not nothing_sent and health.level is not HealthLevel.FAIL
+        status = "succeeded" if ok else "failed"
         store.finish_run(run.store_run_id, status, report_json)
         for line in report.summary_lines():
             self.log.info("%s", line)
         set_dag_run_note(context["dag_run"], note_text(report.summary_lines()), self.log)
         if not balanced:
             raise AirflowFailException(
-                f"Records unaccounted for: {run.input_count} input lines, {accounting.inputs} records read, "
+                f"Records unaccounted for: {run.input_count} input records counted, {accounting.inputs} read, "
                 f"{accounting.published} published, {report.quarantined_total} quarantined, "
                 f"{accounting.unaccounted} neither, {accounting.double_counted} both. See {run.path('report.json')}"
+            )
+        if nothing_sent:
+            raise AirflowFailException(
+                f"No record of the input {run.input_uri} could be sent: all {accounting.inputs} were "
+                f"quarantined ({quarantined}). Each quarantine row names its line and the fix; correct the "
+                "input and trigger the date again"
             )
         if health.level is HealthLevel.FAIL:
             failing = "; ".join(s.message for s in health.signals if s.level is HealthLevel.FAIL)

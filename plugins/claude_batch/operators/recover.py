@@ -19,7 +19,7 @@ from claude_batch.operators.run import RunContext
 from claude_batch.operators.shard import manifest_rows, read_quarantine_file
 from claude_batch.operators.submit import submit_requests
 from claude_batch.sensors.batch import CANCEL_GRACE_SECONDS
-from claude_batch.store import Store
+from claude_batch.store import ShardRecord, Store
 from claude_batch.strategy.partition import FailureRecord, read_failures
 from claude_batch.strategy.recovery import plan_recovery
 from claude_batch.strategy.routing import decide_route, step_facts
@@ -115,6 +115,19 @@ class RecoverOperator(BaseOperator):
                 return {"rounds": round_number, "routes": routes}
 
             next_round = plan.next_round
+            store.record_shards(
+                run.store_run_id,
+                [
+                    ShardRecord(
+                        shard_index=shard.index,
+                        round=next_round,
+                        uri=shard.path,
+                        request_count=shard.request_count,
+                        byte_size=shard.byte_size,
+                    )
+                    for shard in plan.shards
+                ],
+            )
             decision = decide_route(
                 step_facts(
                     spec.routing,

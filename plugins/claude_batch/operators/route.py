@@ -12,7 +12,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import RunContext, count_input, logical_date_of, run_dir_for
+from claude_batch.operators.run import (
+    InputUnreadableError,
+    RunContext,
+    count_input,
+    logical_date_of,
+    run_dir_for,
+)
 from claude_batch.strategy.routing import decide_route, step_facts
 from claude_batch.strategy.spec import WorkloadSpec, load_workload
 
@@ -70,7 +76,10 @@ class RouteOperator(BaseOperator):
         if deadline.tzinfo is None:
             deadline = deadline.replace(tzinfo=spec.deadline.zone)
         input_uri = spec.input.uri_for(run_date, self.input_uri) if spec.input.uri or self.input_uri else ""
-        volume = count_input(spec, input_uri)
+        try:
+            volume = count_input(spec, input_uri)
+        except InputUnreadableError as error:
+            raise AirflowFailException(str(error)) from error  # retrying reads the same bytes
 
         store = get_store()
         run = store.open_run(

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from airflow.sdk import ObjectStoragePath
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from claude_batch.strategy.records import RecordRead, read_records
+from claude_batch.strategy.lines import jsonl_lines
+from claude_batch.strategy.records import RecordRead, count_records, read_records
 from claude_batch.strategy.routing import Route
 from claude_batch.strategy.spec import InputFormat, WorkloadSpec, load_workload
 
@@ -102,10 +103,53 @@ def logical_date_of(context: Any) -> datetime:
 
 
 def read_lines(files: Iterable[Any]) -> Iterator[bytes]:
-    """The non-blank lines of several JSONL files (result parts, a download), one file after the other."""
-    for location in files:
-        with location.open("rb") as stream:
-            yield from (line for line in stream if line.strip())
+    """The non-blank lines of several JSONL files the pipeline wrote (result parts, a download),
+    one file after the other, split on ``\n`` only (``strategy.lines``)."""
+    return jsonl_lines(files)
+
+
+class InputUnreadableError(ValueError):
+    """The run's input cannot be read at all (missing, a directory, compressed, not UTF-8 text)."""
+
+
+# The first bytes of files that are not text a record could be read from, with what to do.
+_NOT_TEXT = (
+    (b"\x1f\x8b", "gzip-compressed", "decompress it (gunzip) and point input_uri at the result"),
+    (b"PK\x03\x04", "a zip archive", "extract the file and point input_uri at it"),
+    (b"BZh", "bzip2-compressed", "decompress it (bunzip2) and point input_uri at the result"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it (unzstd) and point input_uri at the result"),
+    (b"\xff\xfe", "UTF-16 text", "re-export it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text", "re-export it as UTF-8"),
+    (b"PAR1", "a Parquet file", "export it as JSONL or CSV"),
+)
+
+
+def check_input(spec: WorkloadSpec, input_uri: str) -> None:
+    """Fail with the input's name, the cause and the fix when the input is no text file at all."""
+    if spec.input.format is InputFormat.SQL:
+        return
+    if not input_uri:
+        raise InputUnreadableError(
+            f"No input for {spec.name}: input.uri is empty and the run's input_uri param is not set; set one"
+        )
+    location = input_location(input_uri)
+    if not location.exists():
+        raise InputUnreadableError(
+            f"The input {input_uri} does not exist; check the run's input_uri (or the spec's input.uri, "
+            "where {ds} becomes the run date), and whether the export ran"
+        )
+    if location.is_dir():
+        raise InputUnreadableError(
+            f"The input {input_uri} is a directory, not a {spec.input.format.value} file; point input_uri "
+            "at one file"
+        )
+    with location.open("rb") as stream:
+        opening = stream.read(4)
+    for magic, what, fix in _NOT_TEXT:
+        if opening.startswith(magic):
+            raise InputUnreadableError(
+                f"The input {input_uri} is {what}, not {spec.input.format.value} text; {fix}"
+            )
 
 
 def read_input(spec: WorkloadSpec, input_uri: str) -> Iterator[RecordRead]:
@@ -116,14 +160,16 @@ def read_input(spec: WorkloadSpec, input_uri: str) -> Iterator[RecordRead]:
 
 
 def count_input(spec: WorkloadSpec, input_uri: str) -> int:
-    """How many records the input holds, without parsing them (bytes only; a COUNT for SQL)."""
+    """How many records the input's reader yields (``records.count_records``; a COUNT for SQL).
+
+    Raises ``InputUnreadableError`` naming the input and the cause when it is no text file at all.
+    """
     if spec.input.format is InputFormat.SQL:
         query = sa.text(f"SELECT COUNT(*) FROM ({spec.input.query}) AS claude_batch_input")
         with _input_engine(spec).connect() as connection:
             return int(connection.execute(query).scalar_one())
-    lines = sum(1 for _ in read_lines([input_location(input_uri)]))
-    header = 1 if spec.input.format is InputFormat.CSV and lines else 0
-    return lines - header
+    check_input(spec, input_uri)
+    return count_records(spec.input, input_location(input_uri))
 
 
 def _input_engine(spec: WorkloadSpec) -> sa.Engine:

@@ -93,6 +93,16 @@ class SampleValidateOperator(BaseOperator):
 
         records = valid_records(spec, read_input(spec, run.input_uri), run.run_date)
         sample = select_sample(records, size, spec.stratify_by, spec.sample.seed)
+        if not sample:
+            # Nothing valid to send: the prompt is not what is wrong. Shard quarantines every record
+            # with its reason and publish reports it, naming the input.
+            self.log.warning(
+                "No record of the input %s can be sent (%d records read): nothing to validate the prompt "
+                "on; shard quarantines each record with its reason",
+                run.input_uri,
+                run.input_count,
+            )
+            return {"sample_size": 0, "pass_rate": None, "results": []}
         builder = request_builder(spec)
         requests_file = run.path("sample", "requests.jsonl")
         run.path("sample").mkdir(parents=True, exist_ok=True)

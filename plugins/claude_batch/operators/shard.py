@@ -10,16 +10,15 @@ from airflow.sdk import BaseOperator
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.run import RunContext, read_input
 from claude_batch.store import ManifestRow, QuarantineRow, ShardRecord
+from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.manifest import read_manifest
 from claude_batch.strategy.sharding import write_shards
 
 
 def read_quarantine_file(location: Any) -> Iterator[QuarantineRow]:
     """Quarantine entries written by sharding or recovery, as store rows (the same fields)."""
-    with location.open("rb") as lines:
-        for line in lines:
-            if line.strip():
-                yield QuarantineRow.model_validate_json(line)
+    for line in jsonl_lines([location]):
+        yield QuarantineRow.model_validate_json(line)
 
 
 def manifest_rows(location: Any) -> Iterator[ManifestRow]:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict
 
+from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.paths import ReadablePath
 
 
@@ -30,9 +31,7 @@ class ManifestEntry(BaseModel):
 
 def read_manifest(path: ReadablePath, shard: int | None = None) -> Iterator[ManifestEntry]:
     """Stream a manifest file, optionally only the entries of one shard."""
-    with path.open("rb") as lines:
-        for line in lines:
-            if line.strip():
-                entry = ManifestEntry.model_validate_json(line)
-                if shard is None or entry.shard == shard:
-                    yield entry
+    for line in jsonl_lines([path]):
+        entry = ManifestEntry.model_validate_json(line)
+        if shard is None or entry.shard == shard:
+            yield entry

@@ -12,6 +12,7 @@ and the manifest join goes through an on-disk SQLite index (see ``_scratch``).
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,9 +25,11 @@ from pydantic import BaseModel, ConfigDict
 from claude_batch.strategy._json import json_line
 from claude_batch.strategy._scratch import scratch_db
 from claude_batch.strategy.cost import Usage
+from claude_batch.strategy.lines import Line, jsonl_lines, read_lines
 from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.paths import OutputDir, ReadablePath
+from claude_batch.strategy.storable import storable, unstorable_in
 
 
 class ResultClass(StrEnum):
@@ -53,6 +56,13 @@ class ErrorKind(StrEnum):
     TIMEOUT = "timeout_error"  # 504
     OVERLOADED = "overloaded_error"  # 529
 
+
+MAX_RESULT_LINE_BYTES = 32_000_000
+"""The longest result line read. An answer is at most ``max_tokens`` (128,000 output tokens, some
+hundreds of KB even when every character is escaped), so a longer line is no answer this pipeline
+asked for; it is skipped unread, its custom_id taken from its first bytes (the API writes it first)."""
+RESULT_TOO_LARGE = "result_too_large"
+_LEADING_CUSTOM_ID = re.compile(rb'^\s*\{\s*"custom_id"\s*:\s*"([a-zA-Z0-9_-]{1,64})"')
 
 FAILURE_CLASSES = tuple(c for c in ResultClass if c is not ResultClass.SUCCEEDED)
 _USAGE_FIELDS = tuple(Usage.model_fields)
@@ -170,21 +180,22 @@ def _failure(
             "business_key": business_key,
             "result_class": result_class.value,
             "error_kind": error_kind,
-            "message": message,
+            "message": storable(message),
             "stop_reason": stop_reason,
         }
     )
 
 
 def partition_results(
-    results: Iterable[bytes | str],
+    results: Iterable[Line | bytes | str],
     expected: Iterable[ManifestEntry],
     output_model: type[BaseModel],
     out_dir: OutputDir,
 ) -> PartitionSummary:
     """Classify each result line of one batch and write ``<class>.jsonl`` files into ``out_dir``.
 
-    :param results: the results JSONL, line by line, as the API sends it (bytes or str).
+    :param results: the results JSONL, line by line: ``Line`` from ``lines.read_lines`` (a line over
+        ``MAX_RESULT_LINE_BYTES`` is classified without being read), or raw lines (bytes or str).
     :param expected: the manifest entries of exactly the requests this batch was sent with.
     :param output_model: what a succeeded answer must validate against.
     """
@@ -198,6 +209,19 @@ def partition_results(
         index = stack.enter_context(closing(_ExpectedIds(expected)))
         writers = {c: stack.enter_context(path.open("wb")) for c, path in files.items()}
         for number, line in enumerate(results, start=1):
+            if isinstance(line, Line):
+                if line.blank:
+                    continue
+                number = line.number
+                if line.data is None:
+                    lines += 1
+                    result_class, output_line, kind, usage = _oversized(line, index)
+                    counts[result_class] += 1
+                    if kind is not None:
+                        errored_by_kind[kind] += 1
+                    writers[result_class].write(output_line)
+                    continue
+                line = line.data
             if not line.strip():
                 continue
             lines += 1
@@ -221,6 +245,25 @@ def partition_results(
         usage=Usage(**dict(zip(_USAGE_FIELDS, usage_totals, strict=True))),
         files={c: str(path) for c, path in files.items()},
     )
+
+
+def _oversized(line: Line, index: _ExpectedIds) -> tuple[ResultClass, bytes, str | None, None]:
+    """A result line over ``MAX_RESULT_LINE_BYTES``: errored (not resent: it was answered and paid for)."""
+    found = _LEADING_CUSTOM_ID.match(line.head)
+    why = (
+        f"the result line is {line.size:,} bytes, over the {MAX_RESULT_LINE_BYTES:,} a result line is read "
+        "up to; it was answered (and billed) but is not read or resent: lower max_tokens, or fetch the "
+        "batch's results from the API to look at it"
+    )
+    if found is None:
+        message = f"line {line.number}: {why}; its custom_id is not among its first bytes"
+        return ResultClass.UNKNOWN, _failure(None, None, ResultClass.UNKNOWN, message), None, None
+    custom_id = found.group(1).decode()
+    business_key, why_unknown = index.claim(custom_id)
+    if business_key is None:
+        return ResultClass.UNKNOWN, _failure(custom_id, None, ResultClass.UNKNOWN, why_unknown), None, None
+    failure = _failure(custom_id, business_key, ResultClass.ERRORED, why, error_kind=RESULT_TOO_LARGE)
+    return ResultClass.ERRORED, failure, RESULT_TOO_LARGE, None
 
 
 def _classify(
@@ -251,8 +294,11 @@ def _classify(
         usage = _usage_counts(message.get("usage") or {})
         stop_reason = message.get("stop_reason")
         parsed = parse_output(message_text(message), output_model)
-        if parsed.value is None:
-            problem = parsed.problem or ""
+        output = None if parsed.value is None else parsed.value.model_dump(mode="json")
+        problem = parsed.problem or ""
+        if output is not None and (held := unstorable_in(output)):
+            output, problem = None, f"the answer holds {held}, which the output store cannot hold"
+        if output is None:
             if stop_reason == "max_tokens":
                 problem = f"the answer was cut off at max_tokens; {problem}"
             elif stop_reason == "refusal":
@@ -268,7 +314,7 @@ def _classify(
         succeeded = {
             "custom_id": custom_id,
             "business_key": business_key,
-            "output": parsed.value.model_dump(mode="json"),
+            "output": output,
             "usage": dict(zip(_USAGE_FIELDS, usage, strict=True)),
             "model": message.get("model"),
         }
@@ -311,6 +357,12 @@ def sync_result_line(
     return json.dumps({"custom_id": custom_id, "result": result})
 
 
+def read_result_lines(paths: Iterable[ReadablePath]) -> Iterator[Line]:
+    """The lines of downloaded result files, each file after the other, capped at ``MAX_RESULT_LINE_BYTES``."""
+    for path in paths:
+        yield from read_lines(path, MAX_RESULT_LINE_BYTES)
+
+
 def read_failures(out_dir: OutputDir) -> Iterator[FailureRecord]:
     """Every failure line that ``partition_results`` wrote into ``out_dir`` (unknown lines included)."""
     for result_class in FAILURE_CLASSES:
@@ -319,7 +371,5 @@ def read_failures(out_dir: OutputDir) -> Iterator[FailureRecord]:
 
 def read_failure_file(path: ReadablePath) -> Iterator[FailureRecord]:
     """Stream one failure partition file."""
-    with path.open("rb") as lines:
-        for line in lines:
-            if line.strip():
-                yield FailureRecord.model_validate_json(line)
+    for line in jsonl_lines([path]):
+        yield FailureRecord.model_validate_json(line)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from claude_batch.strategy.storable import storable
 
 
 class QuarantineClass(StrEnum):
@@ -37,6 +39,8 @@ class QuarantineEntry(BaseModel):
     :param custom_id: set once the record had an id (not for unreadable lines).
     :param business_key: as text; compound keys as a JSON array.
     :param attempts: how many times it was sent (0: never).
+
+    ``reason`` and ``business_key`` show a NUL or lone surrogate as an escape: the store holds them.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -47,3 +51,8 @@ class QuarantineEntry(BaseModel):
     custom_id: str | None = None
     business_key: str | None = None
     attempts: int = 0
+
+    @field_validator("reason", "business_key")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        return None if text is None else storable(text)

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from claude_batch.strategy._json import json_line
 from claude_batch.strategy._scratch import scratch_db
+from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.partition import ErrorKind, FailureRecord, ResultClass
 from claude_batch.strategy.paths import OutputDir, ReadablePath
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
@@ -285,11 +286,8 @@ class _Pending:
 
 
 def _request_lines(paths: Iterable[ReadablePath]) -> Iterator[dict[str, Any]]:
-    for path in paths:
-        with path.open("rb") as lines:
-            for line in lines:
-                if line.strip():
-                    yield json.loads(line)
+    for line in jsonl_lines(paths):
+        yield json.loads(line)
 
 
 def _fixed_params(

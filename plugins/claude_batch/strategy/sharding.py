@@ -38,6 +38,7 @@ from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
 from claude_batch.strategy.records import RecordRead
 from claude_batch.strategy.requests import RequestBuilder, request_builder
 from claude_batch.strategy.spec import BATCH_BODY_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, WorkloadSpec
+from claude_batch.strategy.storable import storable, unstorable
 
 BYTES_PER_TOKEN = 4
 """Prompt bytes per token for the context-window estimate. English prose runs near 4; text with
@@ -109,7 +110,7 @@ def check_record(spec: WorkloadSpec, read: RecordRead, run_date: date) -> ValidR
         return QuarantineEntry(
             quarantine_class=QuarantineClass.UNREADABLE,
             position=read.position,
-            reason=f"{read.where}: {read.detail}; fix or remove the {read.unit}",
+            reason=f"{read.where}: {read.detail}; {read.fix or f'fix or remove the {read.unit}'}",
         )
     for field in spec.business_key:
         value = read.record.get(field)
@@ -142,6 +143,14 @@ def check_record(spec: WorkloadSpec, read: RecordRead, run_date: date) -> ValidR
                 business_key=business_key,
                 reason=f"{read.where}: business key field {field!r} is a {type(value).__name__}; "
                 "keys must be text or whole numbers",
+            )
+        if held := unstorable(str(value)):
+            return QuarantineEntry(
+                quarantine_class=QuarantineClass.INVALID_RECORD,
+                position=read.position,
+                business_key=business_key,
+                reason=f"{read.where} ({storable(business_key)}): business key field {field!r} holds "
+                f"{held}, which the store cannot hold (PostgreSQL refuses it); correct the key in the input",
             )
     for field in spec.text_fields:
         text = getattr(record, field)

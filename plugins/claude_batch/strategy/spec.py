@@ -142,6 +142,9 @@ class InputSpec(BaseModel):
     :param sqlalchemy_url: the database to run ``query`` on.
     :param wait_for: how long a night whose file has not landed yet waits for it (deferred, no worker
         slot) before failing; ``None`` fails at once.
+    :param max_record_bytes: the longest line (JSONL) or row (CSV) read as a record; a longer one is
+        skipped unread and quarantined with its size. Well above ``max_request_bytes``: a record
+        larger than one request is not bad input.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -151,6 +154,7 @@ class InputSpec(BaseModel):
     query: str | None = None
     sqlalchemy_url: str | None = None
     wait_for: Duration | None = None
+    max_record_bytes: ByteSize = Field(default=ByteSize(64_000_000), ge=1024)
 
     @model_validator(mode="after")
     def _fields_match_format(self) -> InputSpec:

@@ -1,0 +1,46 @@
+"""Text the store cannot hold, found before it gets there.
+
+PostgreSQL refuses U+0000 in ``text`` and in ``jsonb`` strings (SQLite takes it), and a lone
+surrogate (half of a UTF-16 pair, which a JSON ``\\ud83d`` escape can produce) is no character at
+all and cannot be encoded to UTF-8 for either store. A record whose key holds one is quarantined
+in sharding, an answer that holds one is an invalid output, and quarantine rows show them escaped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(text: str) -> str | None:
+    """What in ``text`` no store can hold, in words, or None when it is fine."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "a NUL character (U+0000)"
+    return f"a lone surrogate (U+{ord(found.group()):04X}, half of a UTF-16 pair)"
+
+
+def storable(text: str) -> str:
+    """``text`` with what no store can hold written as escapes (``\\x00``, ``\\ud83d``)."""
+    return _UNSTORABLE.sub(lambda found: ascii(found.group())[1:-1], text)
+
+
+def unstorable_in(value: Any) -> str | None:
+    """``unstorable`` over every string (keys too) of a JSON-like value."""
+    if isinstance(value, str):
+        return unstorable(value)
+    if isinstance(value, dict):
+        items: Iterable[Any] = (part for pair in value.items() for part in pair)
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return None
+    for item in items:
+        if found := unstorable_in(item):
+            return found
+    return None
