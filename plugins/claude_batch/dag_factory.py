@@ -155,9 +155,17 @@ def build_workload_dag(
             )
 
         shards = per_shard.expand(shard_file=shard.output)
+        # none_failed: an input with no record to send has no shards (the mapped group is skipped),
+        # and its run must still be accounted for and closed by publish.
         recover = RecoverOperator(
-            task_id="recover", run=route.output, conn_id=conn_id, poll_interval=poll_interval
+            task_id="recover",
+            run=route.output,
+            conn_id=conn_id,
+            poll_interval=poll_interval,
+            trigger_rule="none_failed",
         )
-        publish = PublishOperator(task_id="publish", run=route.output, outlets=[workload_asset(spec)])
+        publish = PublishOperator(
+            task_id="publish", run=route.output, outlets=[workload_asset(spec)], trigger_rule="none_failed"
+        )
         shards >> recover >> publish
     return dag

@@ -187,7 +187,7 @@ class _CsvLines:
             return line.data.decode("utf-8", errors="replace") + "\n"
 
 
-_CSV_FIX = "fix the row (every quote closed, one cell per header column) or remove it"
+_CSV_FIX = "fix or remove the row (every quote closed, one cell per header column)"
 
 
 def read_csv(source: ReadablePath, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RecordRead]:

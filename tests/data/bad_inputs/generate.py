@@ -1,8 +1,9 @@
 """The bad-input kinds whose files would be large, written on demand so the repository stays small.
 
-``write_generated(folder)`` writes each file next to the committed ones' names (numbered 26-29, so a
-concatenation in name order keeps the truncated file last); ``python tests/data/bad_inputs/generate.py
-OUT_DIR`` does the same from a shell. Every file holds good records around the bad one.
+``write_generated(folder)`` writes each file next to the committed ones' names (JSONL numbered 26-32,
+CSV c02 and c08, so a concatenation in name order keeps the truncated files last); ``python
+tests/data/bad_inputs/generate.py OUT_DIR`` does the same from a shell. Every file holds good records
+around the bad one.
 """
 
 from __future__ import annotations
@@ -59,11 +60,41 @@ GENERATED: dict[str, bytes] = {
 }
 
 
+CSV_HEADER = "loan_file_id,product,borrower_state,text"
+# A line far over the record cap the suite runs with (16 MB): skipped unread, quarantined with its size.
+LINE_OF_50_MB = "x" * 50_000_000
+
+
+def _csv_row(key: str, text: str) -> str:
+    return f"{key},auto,CA,LOAN FILE {key} {text}"
+
+
+GENERATED.update(
+    {
+        "32-line-of-50-mb.jsonl": _lines(good("bi32a"), _record("bi32x", LINE_OF_50_MB), good("bi32b")),
+        # A scanned page in one cell: over the csv module's default 131,072 characters, under a request.
+        "c02-cell-of-500-kb.csv": _lines(
+            CSV_HEADER,
+            _csv_row("bc02a", "short"),
+            _csv_row("bc02b", "page " * 100_000),
+            _csv_row("bc02c", "short"),
+        ),
+        "c08-line-of-50-mb.csv": _lines(
+            CSV_HEADER,
+            _csv_row("bc08a", "short"),
+            _csv_row("bc08x", LINE_OF_50_MB),
+            _csv_row("bc08b", "short"),
+        ),
+    }
+)
+
+
 def write_generated(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, content in GENERATED.items():
-        (folder / name).write_bytes(content)
+        if not (folder / name).exists():
+            (folder / name).write_bytes(content)
         written.append(folder / name)
     return written
 
