@@ -103,13 +103,15 @@ def bare_loop(work: Path, lines: int, out_dir: Path) -> int:
 
 def partition(work: Path, lines: int, out_dir: Path) -> int:
     from claude_batch.strategy.manifest import read_manifest
-    from claude_batch.strategy.partition import partition_results
+    from claude_batch.strategy.partition import partition_results, read_result_lines
     from claude_workloads.loan_disclosure_review import LoanReview
 
-    with (work / f"results-{lines}.jsonl").open("rb") as results:
-        summary = partition_results(
-            results, read_manifest(work / f"manifest-{lines}.jsonl"), LoanReview, out_dir
-        )
+    summary = partition_results(
+        read_result_lines([work / f"results-{lines}.jsonl"]),
+        read_manifest(work / f"manifest-{lines}.jsonl"),
+        LoanReview,
+        out_dir,
+    )
     if not (summary.accounted() and summary.expected == lines):
         raise RuntimeError(f"partition lost results: {summary.model_dump_json()}")
     return summary.result_lines

@@ -109,7 +109,12 @@ def split_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[Line]:
     if skipping:
         yield Line(number + 1, None, skipped, terminated=False, head=head)
     elif pending:
-        yield Line(number + 1, bytes(pending), len(pending), terminated=False)
+        if pending.endswith(b"\r"):
+            del pending[-1]
+        if len(pending) > max_line_bytes:
+            yield Line(number + 1, None, len(pending), terminated=False, head=bytes(pending[:HEAD_BYTES]))
+        else:
+            yield Line(number + 1, bytes(pending), len(pending), terminated=False)
 
 
 def _without_bom(chunks: Iterable[bytes]) -> Iterator[bytes]:

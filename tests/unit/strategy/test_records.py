@@ -8,6 +8,7 @@ from upath import UPath
 
 from claude_batch.strategy.records import (
     RecordProblem,
+    count_records,
     read_csv,
     read_jsonl,
     read_records,
@@ -98,3 +99,41 @@ def test_read_records_picks_the_reader_of_the_input_format(tmp_path: Path) -> No
     assert [r.record for r in read_records(InputSpec(format="csv", uri=str(path)), path)] == [{"a": "1"}]
     with pytest.raises(ValueError, match="needs an engine"):
         read_records(InputSpec(format="sql", query="SELECT 1", sqlalchemy_url="sqlite://"))
+
+
+def test_csv_rows_after_an_unterminated_quote_are_read_again_one_by_one(tmp_path: Path) -> None:
+    content = b'doc_id,body\nkb-1,fine\nkb-2,"never closed\nkb-3,also fine\nkb-4,"two\nlines"\n'
+    reads = list(read_csv(_file(tmp_path, content, "input.csv")))
+    assert [(r.position, r.problem, (r.record or {}).get("doc_id")) for r in reads] == [
+        (2, None, "kb-1"),
+        (3, RecordProblem.BAD_CSV_ROW, None),
+        (4, None, "kb-3"),
+        (5, None, "kb-4"),
+    ]
+    assert "a quote may never close" in reads[1].detail
+    assert reads[3].record == {"doc_id": "kb-4", "body": "two\nlines"}
+
+
+def test_csv_cells_may_be_as_long_as_a_record(tmp_path: Path) -> None:
+    cell = "w" * 500_000
+    reads = list(read_csv(_file(tmp_path, f"a,b\n1,{cell}\n2,x\n".encode(), "input.csv")))
+    assert [r.record for r in reads] == [{"a": "1", "b": cell}, {"a": "2", "b": "x"}]
+
+
+def test_a_record_over_the_cap_is_reported_with_its_size_and_not_read(tmp_path: Path) -> None:
+    big = b'{"a": "' + b"x" * 3_000 + b'"}'
+    jsonl = list(read_jsonl(_file(tmp_path, b'{"a": 1}\n' + big + b'\n{"a": 2}\n'), 2_000))
+    assert [(r.position, r.problem) for r in jsonl] == [(1, None), (2, RecordProblem.TOO_LARGE), (3, None)]
+    assert "3,009 bytes, over input.max_record_bytes (2,000)" in jsonl[1].detail
+    rows = list(read_csv(_file(tmp_path, b"a\n1\n" + b"x" * 3_000 + b"\n2\n", "input.csv"), 2_000))
+    assert [(r.position, r.problem) for r in rows] == [(2, None), (3, RecordProblem.TOO_LARGE), (4, None)]
+
+
+def test_the_count_is_the_number_of_records_the_reader_yields(tmp_path: Path) -> None:
+    csv_path = _file(tmp_path, b'\xef\xbb\xbf\na,b\n1,"two\nlines"\n\n2,x\n3\n', "input.csv")
+    jsonl_path = _file(tmp_path, b'\xef\xbb\xbf\n{"a": 1}\n\n  \nnot json\n{"a": 2}')
+    for spec, path in (
+        (InputSpec(format="csv", uri="x"), csv_path),
+        (InputSpec(format="jsonl", uri="x"), jsonl_path),
+    ):
+        assert count_records(spec, path) == len(list(read_records(spec, path))) == 3
