@@ -79,6 +79,11 @@ def test_every_failure_kind_ends_published_or_quarantined_with_a_reason(pipeline
     stats = pipeline.emulator.stats()
     assert stats["batches_created"] == report.batches_created
     assert stats["custom_id_max_submissions"] <= 1 + 3  # first try + recovery.max_rounds
+    # Every round's request files are in the shards table, each with the requests its attempt sent.
+    shards = {(s.round, s.shard_index): s.request_count for s in store.shards(run.id)}
+    attempts = {(a.round, a.shard_index): a.request_count for a in store.attempts_of_run(run.id)}
+    assert {r for r, _ in shards} == set(range(report.rounds + 1))
+    assert all(attempts[key] == count for key, count in shards.items())
 
 
 def test_failing_sample_gate_stops_before_any_batch_is_created(pipeline_for) -> None:

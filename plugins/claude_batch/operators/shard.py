@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.run import RunContext, read_input
@@ -47,6 +48,11 @@ class ShardOperator(BaseOperator):
         spec = run.spec()
         store = get_store()
         plan = write_shards(spec, read_input(spec, run.input_uri), run.path("shards"), run.run_date)
+        if plan.records_read != run.input_count:
+            raise AirflowFailException(
+                f"The input {run.input_uri} holds {plan.records_read} records now, but route counted "
+                f"{run.input_count}: it changed during the run. No batch was created; clear route to count it again"
+            )
         if not plan.accounted():
             raise RuntimeError(
                 f"Sharding read {plan.records_read} records but wrote {plan.requests} requests and "
