@@ -3,9 +3,11 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from claude_batch.strategy import lines as lines_module
 from claude_batch.strategy.lines import HEAD_BYTES, LineTooLongError, jsonl_lines, read_lines, split_lines
 
 SEPARATORS = ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
@@ -33,15 +35,22 @@ def chunked(data: bytes, sizes: list[int]) -> list[bytes]:
 
 
 @given(
-    st.binary(max_size=300).map(lambda b: b.replace(b"\x00", b"\n")) | st.just(codecs.BOM_UTF8 + b"a\r\nb\n"),
+    st.binary(max_size=300).map(lambda b: b.replace(b"\x00", b"\n").replace(b"\x01", b"\r"))
+    | st.just(codecs.BOM_UTF8 + b"a\r\nb\n"),
     st.lists(st.integers(1, 40), max_size=30),
     st.integers(0, 60),
+    st.integers(0, 30),
 )
-def test_lines_are_split_on_newline_only_whatever_the_chunks(data: bytes, sizes: list[int], cap: int) -> None:
-    got = [
-        (line.number, line.data, line.size, line.terminated)
-        for line in split_lines(chunked(data, sizes), cap)
-    ]
+def test_lines_are_split_on_newline_only_whatever_the_chunks(
+    data: bytes, sizes: list[int], cap: int, spill: int
+) -> None:
+    # A small spill threshold sends long lines through the temporary file, as lines over 4 MB go.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lines_module, "SPILL_BYTES", spill)
+        got = [
+            (line.number, line.data, line.size, line.terminated)
+            for line in split_lines(chunked(data, sizes), cap)
+        ]
     assert got == expected_lines(data, cap)
 
 
