@@ -1,10 +1,11 @@
-"""Re-run one record of a workload synchronously, with an audit trail: who asked, what was sent, what came back.
+"""Re-run one record of a workload synchronously, audited: who asked, why, what it cost, what it replaced.
 
-The analyst's fast path is the ``POST /claude-batch/api/rerun`` endpoint of the Claude batch UI
-plugin; this DAG does the same through the scheduler, so the request, the params used and the
-validated output stay in the task log. Trigger it with the form: workload, business key, run date
-and (optionally) the input file. The output is published with ``source = rerun`` and replaces the
-record's earlier output (or quarantine row) for that date.
+The analyst's fast path is the Re-run button on a run's page in the Claude batch UI plugin (its
+``POST /claude-batch/api/workloads/<dag_id>/rerun`` endpoint); this DAG does the same through the
+scheduler and leaves the params and the validated output in the task log. Trigger it with the form:
+workload, business key, run date and a reason. The record is the one that date's run read, from the
+run's own input; the output is published with ``source = rerun``, and the output (or quarantine row)
+it replaces stays in the re-run ledger, where the run page shows it and can undo it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from claude_batch.rerun import RerunRequest, rerun_record
+from claude_batch.secrets import redact
 from claude_batch.strategy.spec import bundled_workload_names
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,9 @@ log = logging.getLogger(__name__)
     tags=["claude-batch", "rerun"],
     default_args={"owner": "data-platform", "retries": 0},
     params={
+        # No default: a workload picked for the user would re-run (and pay for) the wrong one.
         "workload": Param(
-            bundled_workload_names()[0],
+            type="string",
             enum=bundled_workload_names(),
             description="The workload (its DAG id).",
         ),
@@ -43,10 +46,11 @@ log = logging.getLogger(__name__)
         "run_date": Param(
             "", type="string", format="date", description="The run date YYYY-MM-DD the output belongs to."
         ),
-        "input_uri": Param(
+        "reason": Param(
             "",
-            type="string",
-            description="Input file to find the record in. Empty: that date's run input, else the spec's.",
+            type=["null", "string"],
+            maxLength=1000,
+            description="Why the record is re-run (kept in the re-run ledger, shown on the run page).",
         ),
     },
 )
@@ -54,23 +58,32 @@ def rerun_record_dag():
     @task
     def rerun(params: dict | None = None) -> dict:
         request = RerunRequest.model_validate(
-            {k: params[k] for k in ("workload", "business_key", "run_date", "input_uri")}
+            {
+                "workload": params["workload"],
+                "business_key": params["business_key"],
+                "run_date": params["run_date"],
+                "reason": params.get("reason") or "",
+            }
         )
-        result = rerun_record(request)
+        dag_run = get_current_context()["dag_run"]
+        requested_by = f"dag run {dag_run.run_id}"
+        try:
+            result = rerun_record(request, requested_by=requested_by)
+        except Exception as error:
+            # The message may carry an upstream's words: it is redacted before it reaches the log.
+            raise RuntimeError(redact(error)) from None
         log.info(
-            "Published %s (%s, %d input / %d output tokens): %s",
+            "Published %s (re-run %d, %s, %d input / %d output tokens, $%.4f): %s",
             result.custom_id,
+            result.rerun_id,
             result.model,
             result.input_tokens,
             result.output_tokens,
+            result.cost_usd,
             result.output,
         )
         # XCom carries ids only; the output is in the store.
-        return {
-            "workload": result.workload,
-            "business_key": result.business_key,
-            "custom_id": result.custom_id,
-        }
+        return {"workload": result.workload, "business_key": result.business_key, "rerun_id": result.rerun_id}
 
     rerun()
 

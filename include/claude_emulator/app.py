@@ -162,6 +162,16 @@ def endpoint_faults(endpoint: Endpoint) -> Callable[[Request], Awaitable[HttpFau
     return apply
 
 
+async def _message_in_flight(request: Request) -> AsyncIterator[None]:
+    """Counts a Messages call from its arrival (before any injected delay) to its answer."""
+    emulator = _emulator(request)
+    emulator.message_started()
+    try:
+        yield
+    finally:
+        emulator.message_ended()
+
+
 def _request_too_large() -> ApiError:
     return ApiError(
         "request_too_large",
@@ -205,7 +215,9 @@ def _api_routes() -> APIRouter:
 
     @router.post("/v1/messages")
     async def create_message(
-        request: Request, _: Annotated[None, Depends(endpoint_faults("messages"))]
+        request: Request,
+        _in_flight: Annotated[None, Depends(_message_in_flight)],
+        _: Annotated[None, Depends(endpoint_faults("messages"))],
     ) -> Response:
         body = await _json_body(request)
         emulator = _emulator(request)

@@ -113,6 +113,10 @@ class Emulator:
             leftover.unlink(missing_ok=True)
         self._batch_locks: dict[str, threading.Lock] = {}
         self._batch_locks_guard = threading.Lock()
+        # Messages calls being answered now, and the most at once: what a caller's concurrency bound allows.
+        self._messages_in_flight = 0
+        self._messages_max_in_flight = 0
+        self._in_flight_lock = threading.Lock()
         # Kept in memory: the sequence of HTTP faults starts over when the emulator restarts.
         self._endpoint_calls: Counter[str] = Counter()
         self._http_faults_injected: Counter[tuple[str, str]] = Counter()
@@ -443,6 +447,15 @@ class Emulator:
 
     # Observability
 
+    def message_started(self) -> None:
+        with self._in_flight_lock:
+            self._messages_in_flight += 1
+            self._messages_max_in_flight = max(self._messages_max_in_flight, self._messages_in_flight)
+
+    def message_ended(self) -> None:
+        with self._in_flight_lock:
+            self._messages_in_flight -= 1
+
     def stats(self) -> dict[str, Any]:
         """What the emulator has done, for tests and benchmarks (``GET /_emulator/stats``)."""
         counters = self.state.counters()
@@ -456,6 +469,7 @@ class Emulator:
             "batches_created": counters.get("batches_created", 0),
             "batch_requests_submitted": counters.get("batch_requests_submitted", 0),
             "messages_created": counters.get("messages_created", 0),
+            "messages_max_in_flight": self._messages_max_in_flight,
             "count_tokens_calls": counters.get("count_tokens_calls", 0),
             "custom_id_max_submissions": max_submissions,
             "custom_ids_resubmitted": resubmitted,

@@ -67,8 +67,8 @@ def build_workload_dag(
 ) -> DAG:
     """The DAG of one workload spec; its dag_id is the spec's name.
 
-    :param spec_source: where the tasks load the spec from at run time: a bundled name (default: the
-        spec's name) or the path of a spec file.
+    :param spec_source: the name the tasks load the spec by at run time (default: the spec's name), from
+        the bundled folder or ``$CLAUDE_BATCH_SPECS_DIR``; never a path.
     :param conn_id: the ``anthropic`` connection (host = base URL: the real API or the emulator).
     :param poll_interval: first pause between batch polls in the triggerer, in seconds (it backs off).
     :param deferrable: wait for batches in the triggerer (default); False pokes in reschedule mode, for

@@ -1,64 +1,80 @@
 """The synchronous re-run of one record, for the analyst who is waiting: seconds, not a night.
 
-The record is found by its business key in the run's input (or given whole), sent through the
-Messages API with the workload's own prompt, validated against the output schema and published
-with ``source="rerun"``. Publishing releases the record's quarantine row in that date's run, so a
-fixed record stops counting as quarantined. The plugin's ``POST`` endpoint and the ``rerun_record``
-DAG (for an audited run in the task log) both call ``rerun_record``.
+A re-run names a workload, a business key and a run date (and why). The record is the one that run
+read: its position comes from the run's manifest (or its quarantine row) and it is read back from the
+run's own recorded input, line by line with a cap on each line; a caller never names a file or sends
+a record. It goes through the Messages API with the workload's own prompt, like any paid call after
+a ledger row (who, when, why, model), and its validated output is published with ``source="rerun"``.
+The output it replaces, or the quarantine row it releases, stays on the ledger row, so the re-run
+can be seen and undone. The plugin's endpoint and the ``rerun_record`` DAG both call ``rerun_record``.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
-from typing import Any
+from typing import IO, Any
 
+import anthropic
 from pydantic import BaseModel, ConfigDict, Field
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import read_input
-from claude_batch.store import OutputRow, Store
+from claude_batch.operators.run import input_location, read_input
+from claude_batch.secrets import mask_connection, redact
+from claude_batch.store import OutputRow, RerunRecord, RunRecord, Store
+from claude_batch.strategy.cost import Usage, cost_usd
 from claude_batch.strategy.outputs import message_text, parse_output
-from claude_batch.strategy.records import RecordRead
+from claude_batch.strategy.records import RecordRead, read_records
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.sharding import ValidRecord, check_record
 from claude_batch.strategy.spec import InputFormat, WorkloadSpec, bundled_workload_names, load_workload
 
+DEFAULT_TIMEOUT_SECONDS = 120.0
+# A line of the input longer than this many times the request limit cannot be one request: it is
+# skipped unread rather than held in memory.
+_LINE_CAP_FACTOR = 2
+_READ_CHUNK = 1 << 16
+
 
 class RerunError(ValueError):
-    """The re-run cannot be done as asked; the message says what to change."""
+    """The re-run cannot be done as asked; the message says what to change. Nothing was paid."""
 
 
-class RecordNotFoundError(RerunError):
-    """No valid record with the business key is in the input."""
+class UnknownRerunTargetError(RerunError):
+    """No run of the workload for that date, or no record with the business key in it."""
 
 
 class InvalidAnswerError(RuntimeError):
-    """The model answered, but not with a valid output; nothing was published."""
+    """The model answered, but not with a valid output; it was paid for, nothing was published."""
+
+
+class UpstreamError(RuntimeError):
+    """The Messages API (or a gateway before it) refused or failed the call; the text is redacted."""
 
 
 class RerunRequest(BaseModel):
-    """What to re-run.
+    """What to re-run: the record of ``business_key`` in the run of ``workload`` for ``run_date``.
 
-    :param input_uri: the input to look the record up in; empty: the input of that date's run in the
-        store, else the spec's ``input.uri`` for the date.
-    :param record: the record itself (an input record of the workload); then the input is not read.
+    :param reason: why, for the audit trail (shown on the run page).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    workload: str = Field(min_length=1)
-    business_key: str = Field(min_length=1)
+    workload: str = Field(min_length=1, max_length=200)
+    business_key: str = Field(min_length=1, max_length=2000)
     run_date: date
-    input_uri: str = ""
-    record: dict[str, Any] | None = None
+    reason: str = Field(default="", max_length=1000)
 
 
 class RerunResult(BaseModel):
-    """The validated output, as published."""
+    """The validated output, as published, and the ledger row's facts."""
 
     model_config = ConfigDict(extra="forbid")
 
+    rerun_id: int
     workload: str
     business_key: str
     run_date: date
@@ -67,84 +83,184 @@ class RerunResult(BaseModel):
     output: dict[str, Any]
     input_tokens: int
     output_tokens: int
+    cost_usd: float
+    requested_by: str
+    replaced_output: bool
+    released_quarantine: int
     source: str = "rerun"
 
 
-def _input_uri(spec: WorkloadSpec, request: RerunRequest, store: Store) -> str:
-    if request.input_uri:
-        return request.input_uri
-    for run in store.recent_runs(spec.name, limit=400):
-        if run.logical_date == request.run_date and run.params.get("input_uri"):
-            return run.params["input_uri"]
-    if spec.input.uri:
-        return spec.input.uri_for(request.run_date)
-    return ""
+def run_for(request: RerunRequest, store: Store) -> tuple[WorkloadSpec, RunRecord]:
+    """The workload's spec and its run of the date; a date without a run cannot be re-run."""
+    # Only bundled workloads: they are the ones with a DAG, and a name is never read as a path.
+    if request.workload not in bundled_workload_names():
+        raise UnknownRerunTargetError(
+            f"unknown workload {request.workload!r}; workloads: {', '.join(bundled_workload_names())}"
+        )
+    spec = load_workload(request.workload)
+    run = store.run_of_date(spec.name, request.run_date)
+    if run is None:
+        raise UnknownRerunTargetError(
+            f"{spec.name} has no run for {request.run_date}: a re-run fixes a record of a run, "
+            "pick a date from the workload's run history"
+        )
+    return spec, run
 
 
-def find_record(spec: WorkloadSpec, request: RerunRequest, store: Store) -> ValidRecord:
-    """The valid input record with the request's business key (or the request's own record)."""
-    if request.record is not None:
-        checked = check_record(spec, RecordRead(1, "record", record=request.record), request.run_date)
-        if not isinstance(checked, ValidRecord):
-            raise RerunError(f"the record given is not valid for {spec.name}: {checked.reason}")
-        if checked.business_key != request.business_key:
-            raise RerunError(
-                f"the record given has business key {checked.business_key!r}, not {request.business_key!r}"
-            )
-        return checked
-    input_uri = _input_uri(spec, request, store)
-    if not input_uri and spec.input.format is not InputFormat.SQL:
-        raise RerunError(f"{spec.name} has no input for {request.run_date}: give input_uri or the record")
-    # The whole input is streamed: a key is found without loading the file, at read speed.
-    for read in read_input(spec, input_uri):
-        checked = check_record(spec, read, request.run_date)
-        if isinstance(checked, ValidRecord) and checked.business_key == request.business_key:
-            return checked
-    raise RecordNotFoundError(
-        f"no valid record with business key {request.business_key!r} in {input_uri or 'the SQL input'} "
-        f"of {spec.name}; check the key, the run date and the input"
+class _CappedLines:
+    """A binary file's lines (split on ``\\n`` only), each read in bounded chunks: a line over ``cap``
+    bytes comes back as an empty placeholder line, never held whole, so a record position still counts.
+    A wall-clock ``deadline`` stops the reading (an input on a slow or endless source)."""
+
+    def __init__(self, stream: IO[bytes], cap: int, deadline: float) -> None:
+        self._stream = stream
+        self._cap = cap
+        self._deadline = deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            if time.monotonic() > self._deadline:
+                raise TimeoutError("reading the run's input took too long")
+            line = self._stream.readline(self._cap + 1)
+            if not line:
+                return
+            if len(line) > self._cap and not line.endswith(b"\n"):
+                while chunk := self._stream.readline(_READ_CHUNK):
+                    if chunk.endswith(b"\n") or time.monotonic() > self._deadline:
+                        break
+                line = b"\x00 line over the re-run's size cap\n"
+            yield line
+
+
+class _CappedInput:
+    """The run's input file as the record readers open it, with capped lines."""
+
+    def __init__(self, uri: str, cap: int, deadline: float) -> None:
+        self._location = input_location(uri)
+        self._cap = cap
+        self._deadline = deadline
+
+    @contextmanager
+    def open(self, mode: str = "rb", *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with self._location.open("rb") as stream:
+            yield _CappedLines(stream, self._cap, self._deadline)
+
+
+def _position_of(store: Store, run: RunRecord, business_key: str) -> int:
+    entry = store.manifest_entry_of_key(run.id, business_key)
+    if entry is not None and entry.position is not None:
+        return entry.position
+    # A record rejected before the manifest (an invalid field, say) has a quarantine row with its line.
+    for row in store.quarantine_rows(run.id):
+        if row.business_key == business_key and row.position is not None:
+            return row.position
+    raise UnknownRerunTargetError(
+        f"no record with business key {business_key!r} in the run of {run.workload} for "
+        f"{run.logical_date}; check the key (its run page lists the quarantined ones)"
     )
 
 
+def find_record(
+    spec: WorkloadSpec, run: RunRecord, business_key: str, store: Store, deadline: float
+) -> ValidRecord:
+    """The valid record of ``business_key`` as the run read it, from the run's own recorded input."""
+    position = _position_of(store, run, business_key)
+    input_uri = run.params.get("input_uri") or ""
+    if spec.input.format is InputFormat.SQL:
+        reads: Iterator[RecordRead] = read_input(spec, input_uri)
+    elif not input_uri:
+        raise RerunError(f"the run of {spec.name} for {run.logical_date} recorded no input")
+    else:
+        cap = int(spec.max_request_bytes) * _LINE_CAP_FACTOR
+        reads = read_records(spec.input, path=_CappedInput(input_uri, cap, deadline))
+    try:
+        read = next((r for r in reads if r.position >= position), None)
+    except OSError as error:
+        raise RerunError(
+            f"the run's input cannot be read any more ({type(error).__name__}); re-run the date"
+        ) from None
+    if read is None or read.position != position:
+        raise RerunError(
+            f"the run's input no longer has a record at {position}; it changed since the run, re-run the date"
+        )
+    checked = check_record(spec, read, run.logical_date)
+    if not isinstance(checked, ValidRecord):
+        raise RerunError(f"the record of {business_key!r} is not valid: {checked.reason}")
+    if checked.business_key != business_key:
+        raise RerunError(
+            f"the run's input holds {checked.business_key!r} at {read.where}, not {business_key!r}: "
+            "it changed since the run, re-run the date"
+        )
+    return checked
+
+
 def rerun_record(
-    request: RerunRequest, *, conn_id: str = "anthropic_default", store: Store | None = None
+    request: RerunRequest,
+    *,
+    requested_by: str,
+    conn_id: str = "anthropic_default",
+    store: Store | None = None,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> RerunResult:
     """Re-run one record through the Messages API, publish its validated output and return it.
 
-    :raises RerunError: the workload, record or input is not usable (nothing was sent).
+    :raises RerunError: the workload, date, record or input is not usable (nothing was sent).
+    :raises UpstreamError: the call failed (the ledger row says so; the text is redacted).
     :raises InvalidAnswerError: the answer does not validate (it was paid for, nothing was published).
     """
-    # Only bundled workloads: they are the ones with a DAG, and a name is never read as a path.
-    if request.workload not in bundled_workload_names():
-        raise RerunError(
-            f"unknown workload {request.workload!r}; bundled: {', '.join(bundled_workload_names())}"
-        )
-    spec = load_workload(request.workload)
+    deadline = time.monotonic() + timeout_seconds
     store = store or get_store()
-    found = find_record(spec, request, store)
+    spec, run = run_for(request, store)
+    found = find_record(spec, run, request.business_key, store, deadline)
     params = request_builder(spec).params(found.record)
-    message = ClaudeBatchHook(conn_id=conn_id).get_conn().messages.create(**params).model_dump(mode="json")
-    parsed = parse_output(message_text(message), spec.output_model())
+    intent = store.record_rerun_intent(
+        run.id, found.business_key, found.custom_id, requested_by, request.reason, spec.model
+    )
+    mask_connection(conn_id)
+    client = ClaudeBatchHook(conn_id=conn_id).get_conn()
+    try:
+        remaining = max(1.0, deadline - time.monotonic())
+        message = client.with_options(timeout=remaining, max_retries=1).messages.create(**params)
+    except anthropic.APIError as error:
+        text = redact(f"the Messages API refused the re-run of {found.custom_id}: {error}")
+        store.fail_rerun(intent.id, "failed", text)
+        raise UpstreamError(text) from None
+    answer = message.model_dump(mode="json")
+    usage = answer.get("usage") or {}
+    cost = cost_usd(
+        Usage.from_api(usage), answer.get("model") or spec.model, batch=False, prices=spec.price_table()
+    )
+    parsed = parse_output(message_text(answer), spec.output_model())
     if parsed.value is None:
-        raise InvalidAnswerError(
-            f"{found.custom_id}: {parsed.problem}; nothing was published, the earlier output (if any) stays"
-        )
+        text = redact(f"{found.custom_id}: {parsed.problem}; nothing was published, the earlier output stays")
+        store.fail_rerun(intent.id, "invalid_output", text, OutputRow.token_counts(usage), cost)
+        raise InvalidAnswerError(text)
     row = OutputRow(
         business_key=found.business_key,
         custom_id=found.custom_id,
         output=parsed.value.model_dump(mode="json"),
-        model=message.get("model") or spec.model,
+        model=answer.get("model") or spec.model,
         source="rerun",
-        **OutputRow.token_counts(message.get("usage")),
+        **OutputRow.token_counts(usage),
     )
-    store.upsert_outputs(spec.name, request.run_date, [row])
+    done = store.publish_rerun(intent.id, row, cost)
+    return result_of(done, spec.name, request.run_date)
+
+
+def result_of(rerun: RerunRecord, workload: str, run_date: date) -> RerunResult:
+    """What the caller is shown of a published re-run."""
     return RerunResult(
-        workload=spec.name,
-        business_key=row.business_key,
-        run_date=request.run_date,
-        custom_id=row.custom_id,
-        model=row.model,
-        output=row.output,
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
+        rerun_id=rerun.id,
+        workload=workload,
+        business_key=rerun.business_key,
+        run_date=run_date,
+        custom_id=rerun.custom_id,
+        model=rerun.model,
+        output=rerun.output or {},
+        input_tokens=rerun.input_tokens,
+        output_tokens=rerun.output_tokens,
+        cost_usd=rerun.cost_usd,
+        requested_by=rerun.requested_by,
+        replaced_output=rerun.replaced_output is not None,
+        released_quarantine=len((rerun.released_quarantine or {}).get("rows", [])),
     )

@@ -33,17 +33,18 @@ class Pipeline:
     def loan_input(self, count: int, name: str = "loans.jsonl", **kwargs: Any) -> Path:
         return write_loan_files(self.tmp_path / "inputs" / name, count, **kwargs)
 
-    def _write_spec(self, spec: Any) -> Path:
-        """A changed spec as a YAML file beside the bundled prompt templates, for the tasks to load."""
+    def _write_spec(self, spec: Any) -> str:
+        """A changed spec in the configured specs folder, beside the bundled prompt templates; returns
+        the name the tasks load it by (a spec is loaded by name, never by path)."""
         from claude_batch.strategy.spec import WORKLOADS_DIR
 
         folder = self.tmp_path / "specs"
         folder.mkdir(exist_ok=True)
         if not (folder / "prompts").exists():
             (folder / "prompts").symlink_to(WORKLOADS_DIR / "prompts")
-        path = folder / f"{spec.name}.yaml"
-        path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-        return path
+        name = f"{spec.name}_changed"
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+        return name
 
     def store(self):
         from claude_batch.hooks.store import get_store
@@ -69,7 +70,7 @@ class Pipeline:
         source = None
         if spec_changes is not None:
             spec = spec_changes(spec)
-            source = str(self._write_spec(spec))
+            source = self._write_spec(spec)
         dag = build_workload_dag(spec, spec_source=source, poll_interval=0.2, deferrable=deferrable)
         deadline = deadline or datetime.now(UTC) + timedelta(days=1)
         return dag.test(
@@ -114,6 +115,7 @@ def pipeline_for(
             "AIRFLOW_CONN_CLAUDE_BATCH_STORE", json.dumps({"conn_type": "generic", "extra": {"url": url}})
         )
         monkeypatch.setenv("CLAUDE_BATCH_DATA_URI", f"file://{tmp_path / 'data'}")
+        monkeypatch.setenv("CLAUDE_BATCH_SPECS_DIR", str(tmp_path / "specs"))
         return Pipeline(tmp_path=tmp_path, store_url=url, emulator=emulator)
 
     return make

@@ -45,7 +45,7 @@ class RouteOperator(BaseOperator):
     Batches (50 % cheaper, up to 24 h) or to the Messages API (a deadline the batch window cannot
     meet, or too few requests to be worth a batch). Returns the run context for every later stage.
 
-    :param workload: name of a spec in ``include/workloads/`` (or a path to one).
+    :param workload: name of a spec in ``include/workloads/`` or ``$CLAUDE_BATCH_SPECS_DIR`` (never a path).
     :param input_uri: the input file; empty uses the spec's ``input.uri`` (``{ds}`` = run date in both).
     :param deadline: ISO 8601 override of the spec's deadline; empty uses the spec.
     :param conn_id: Airflow connection of type ``anthropic`` (a platform without batches routes sync).

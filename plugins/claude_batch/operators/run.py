@@ -51,7 +51,7 @@ class RunContext(BaseModel):
         return value if isinstance(value, RunContext) else cls.model_validate(value)
 
     def spec(self) -> WorkloadSpec:
-        """The workload spec the run was routed with (a bundled name or a spec file's path)."""
+        """The workload spec the run was routed with, by name (XCom is user-writable: never a path)."""
         return load_workload(self.spec_source)
 
     def path(self, *parts: str) -> ObjectStoragePath:

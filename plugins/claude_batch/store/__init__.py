@@ -6,7 +6,13 @@ A SQLite file by default, PostgreSQL in production.
 
 from __future__ import annotations
 
-from claude_batch.store.errors import LedgerConflictError, StoreError, UnknownAttemptError, UnknownRunError
+from claude_batch.store.errors import (
+    LedgerConflictError,
+    RerunConflictError,
+    StoreError,
+    UnknownAttemptError,
+    UnknownRunError,
+)
 from claude_batch.store.migrations import migrate
 from claude_batch.store.records import (
     Accounting,
@@ -20,6 +26,8 @@ from claude_batch.store.records import (
     QuarantineRecord,
     QuarantineRow,
     RequestCounts,
+    RerunRecord,
+    RerunStatus,
     RunRecord,
     SampleValidationRecord,
     ShardRecord,
@@ -39,6 +47,9 @@ __all__ = [
     "QuarantineRecord",
     "QuarantineRow",
     "RequestCounts",
+    "RerunConflictError",
+    "RerunRecord",
+    "RerunStatus",
     "RunRecord",
     "SampleValidationRecord",
     "ShardRecord",

@@ -17,3 +17,7 @@ class UnknownAttemptError(StoreError, LookupError):
 
 class LedgerConflictError(StoreError):
     """A ledger write that would break "no double spend" or move an ended attempt backwards."""
+
+
+class RerunConflictError(StoreError):
+    """A re-run cannot be completed or undone as asked: its state or the output moved on."""

@@ -182,6 +182,39 @@ class QuarantineEntry(Base):
     updated_at: Mapped[datetime]
 
 
+class Rerun(Base):
+    """The ledger row of one on-demand re-run: written before the paid call, completed after it.
+
+    It keeps what the re-run replaced (the earlier output, or the quarantine rows it released), so a
+    person can see it and undo the re-run.
+    """
+
+    __tablename__ = "reruns"
+    __table_args__ = (Index(None, "run_id", "business_key"), Index(None, "requested_by", "created_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    business_key: Mapped[str] = mapped_column(Text)
+    custom_id: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(250))
+    reason: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    input_tokens: Mapped[int]
+    output_tokens: Mapped[int]
+    cache_creation_input_tokens: Mapped[int]
+    cache_read_input_tokens: Mapped[int]
+    cost_usd: Mapped[float]
+    error: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[dict[str, Any] | None]
+    replaced_output: Mapped[dict[str, Any] | None]
+    released_quarantine: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    undone_by: Mapped[str | None] = mapped_column(String(250))
+    undone_at: Mapped[datetime | None]
+
+
 class SampleValidation(Base):
     """One sample gate result for a prompt fingerprint and model."""
 

@@ -18,6 +18,8 @@ AttemptKind = Literal["batch", "sync"]
 # intent → submitted → ended | failed | canceled
 AttemptStatus = Literal["intent", "submitted", "ended", "failed", "canceled"]
 OutputSource = Literal["batch", "sync", "rerun"]
+# intent → published | invalid_output | failed; published → undone
+RerunStatus = Literal["intent", "published", "invalid_output", "failed", "undone"]
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"ended", "failed", "canceled"})
 
@@ -163,6 +165,36 @@ class QuarantineRecord(QuarantineRow):
     record_ref: str
     created_at: datetime
     updated_at: datetime
+
+
+class RerunRecord(_Record):
+    """A re-run's ledger row: who asked, why, the paid call's model, tokens and cost, what it replaced.
+
+    :param replaced_output: the output the re-run replaced (its fields as stored), None when there was none.
+    :param released_quarantine: ``{"rows": [...]}``, the quarantine rows the published output released.
+    """
+
+    id: int
+    run_id: int
+    business_key: str
+    custom_id: str
+    requested_by: str
+    reason: str
+    model: str
+    status: RerunStatus
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    cost_usd: float
+    error: str | None
+    output: dict[str, Any] | None
+    replaced_output: dict[str, Any] | None
+    released_quarantine: dict[str, Any] | None
+    created_at: datetime
+    ended_at: datetime | None
+    undone_by: str | None
+    undone_at: datetime | None
 
 
 class SampleValidationRecord(_Record):

@@ -25,13 +25,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from claude_batch.store.engine import WRITE_OPTION, make_engine
-from claude_batch.store.errors import LedgerConflictError, StoreError, UnknownAttemptError, UnknownRunError
+from claude_batch.store.errors import (
+    LedgerConflictError,
+    RerunConflictError,
+    StoreError,
+    UnknownAttemptError,
+    UnknownRunError,
+)
 from claude_batch.store.migrations import upgrade
 from claude_batch.store.models import (
     BatchAttempt,
     ManifestEntry,
     Output,
     QuarantineEntry,
+    Rerun,
     Run,
     SampleValidation,
     Shard,
@@ -48,6 +55,7 @@ from claude_batch.store.records import (
     QuarantineRecord,
     QuarantineRow,
     RequestCounts,
+    RerunRecord,
     RunRecord,
     SampleValidationRecord,
     ShardRecord,
@@ -101,6 +109,16 @@ def _execute_bulk(session: Session, stmt: Insert, rows: list[dict[str, Any]]) ->
     # RETURNING makes SQLAlchemy send the rows as multi-row INSERTs ("insertmanyvalues"); without it
     # psycopg2 runs an ON CONFLICT statement once per row, about 30 times slower.
     session.execute(stmt.returning(literal_column("1")), rows).close()
+
+
+def _released_by(run_ids: Any, business_keys: list[str]) -> ColumnElement[bool]:
+    """The quarantine rows that publishing ``business_keys`` releases (see the module docstring)."""
+    published_record = exists().where(
+        ManifestEntry.run_id == QuarantineEntry.run_id,
+        ManifestEntry.position == QuarantineEntry.position,
+        ManifestEntry.business_key.in_(business_keys),
+    )
+    return QuarantineEntry.run_id.in_(run_ids) & published_record
 
 
 def _attempt_record(attempt: BatchAttempt) -> AttemptRecord:
@@ -223,6 +241,13 @@ class Store:
         with self._reading() as session:
             return RunRecord.model_validate(self._run(session, run_id))
 
+    def run_of_date(self, workload: str, logical_date: date) -> RunRecord | None:
+        """The run of a workload for a date, if there is one."""
+        stmt = select(Run).where(Run.workload == workload, Run.logical_date == logical_date)
+        with self._reading() as session:
+            run = session.scalars(stmt).one_or_none()
+            return None if run is None else RunRecord.model_validate(run)
+
     def recent_runs(self, workload: str, limit: int = 30) -> list[RunRecord]:
         """The latest runs of a workload, newest logical date first."""
         stmt = select(Run).where(Run.workload == workload).order_by(Run.logical_date.desc()).limit(limit)
@@ -293,6 +318,17 @@ class Store:
         with self._engine.connect() as connection:
             for row in connection.execution_options(yield_per=BULK_CHUNK).execute(stmt):
                 yield ManifestRow.model_validate(row)
+
+    def manifest_entry_of_key(self, run_id: int, business_key: str) -> ManifestRow | None:
+        """The round-0 manifest entry (one valid input record, with its position) of a business key."""
+        stmt = select(*_MANIFEST_COLUMNS).where(
+            ManifestEntry.run_id == run_id,
+            ManifestEntry.round == 0,
+            ManifestEntry.business_key == business_key,
+        )
+        with self._reading() as session:
+            row = session.execute(stmt.limit(1)).one_or_none()
+            return None if row is None else ManifestRow.model_validate(row)
 
     def manifest_count(self, run_id: int) -> int:
         """Number of manifest entries of a run."""
@@ -535,14 +571,7 @@ class Store:
             with self._writing() as session:
                 _execute_bulk(session, stmt, [row.model_dump() | fixed for row in latest.values()])
                 for keys in _chunks(latest, LOOKUP_CHUNK):
-                    published_record = exists().where(
-                        ManifestEntry.run_id == QuarantineEntry.run_id,
-                        ManifestEntry.position == QuarantineEntry.position,
-                        ManifestEntry.business_key.in_(keys),
-                    )
-                    session.execute(
-                        delete(QuarantineEntry).where(QuarantineEntry.run_id.in_(run_ids), published_record)
-                    )
+                    session.execute(delete(QuarantineEntry).where(_released_by(run_ids, keys)))
             read += len(chunk)
         return read
 
@@ -566,6 +595,178 @@ class Store:
         with self._reading() as session:
             output = session.scalars(stmt).one_or_none()
             return None if output is None else OutputRecord.model_validate(output)
+
+    # Re-runs
+
+    def record_rerun_intent(
+        self, run_id: int, business_key: str, custom_id: str, requested_by: str, reason: str, model: str
+    ) -> RerunRecord:
+        """Write a re-run's ledger row before its paid call (status ``intent``)."""
+        rerun = Rerun(
+            run_id=run_id,
+            business_key=business_key,
+            custom_id=custom_id,
+            requested_by=requested_by,
+            reason=reason,
+            model=model,
+            status="intent",
+            input_tokens=0,
+            output_tokens=0,
+            cache_creation_input_tokens=0,
+            cache_read_input_tokens=0,
+            cost_usd=0.0,
+            created_at=_utcnow(),
+        )
+        with self._writing() as session:
+            self._run(session, run_id)
+            session.add(rerun)
+            session.flush()
+            return RerunRecord.model_validate(rerun)
+
+    @staticmethod
+    def _open_rerun(session: Session, rerun_id: int) -> Rerun:
+        rerun = session.get(Rerun, rerun_id, with_for_update=True)
+        if rerun is None:
+            raise RerunConflictError(f"no re-run {rerun_id} in the ledger; record_rerun_intent creates it")
+        if rerun.status != "intent":
+            raise RerunConflictError(f"re-run {rerun_id} is already {rerun.status}")
+        return rerun
+
+    def publish_rerun(self, rerun_id: int, row: OutputRow, cost_usd: float) -> RerunRecord:
+        """Publish a re-run's output and complete its ledger row, in one transaction.
+
+        The output it replaces (or the quarantine rows it releases) is kept on the ledger row, so
+        ``undo_rerun`` can put it back.
+        """
+        with self._writing() as session:
+            rerun = self._open_rerun(session, rerun_id)
+            run = self._run(session, rerun.run_id)
+            current = session.scalars(
+                select(Output).where(
+                    Output.workload == run.workload,
+                    Output.logical_date == run.logical_date,
+                    Output.business_key == row.business_key,
+                )
+            ).one_or_none()
+            released = session.scalars(
+                select(QuarantineEntry).where(_released_by([run.id], [row.business_key]))
+            ).all()
+            rerun.replaced_output = (
+                None if current is None else OutputRecord.model_validate(current).model_dump(mode="json")
+            )
+            rerun.released_quarantine = {
+                "rows": [QuarantineRecord.model_validate(q).model_dump(mode="json") for q in released]
+            }
+            now = _utcnow()
+            if current is None:
+                session.add(
+                    Output(
+                        workload=run.workload,
+                        logical_date=run.logical_date,
+                        created_at=now,
+                        updated_at=now,
+                        **row.model_dump(),
+                    )
+                )
+            else:
+                for name, value in row.model_dump().items():
+                    setattr(current, name, value)
+                current.updated_at = now
+            for entry in released:
+                session.delete(entry)
+            self._end_rerun(rerun, "published", row.model_dump(), cost_usd, None)
+            rerun.output = row.output
+            session.flush()
+            return RerunRecord.model_validate(rerun)
+
+    def fail_rerun(
+        self,
+        rerun_id: int,
+        status: str,
+        error: str,
+        usage: Mapping[str, int] | None = None,
+        cost_usd: float = 0.0,
+    ) -> RerunRecord:
+        """Close a re-run that published nothing (``invalid_output`` or ``failed``), with what it cost."""
+        if status not in ("invalid_output", "failed"):
+            raise ValueError(f"a re-run fails as invalid_output or failed, not {status!r}")
+        with self._writing() as session:
+            rerun = self._open_rerun(session, rerun_id)
+            self._end_rerun(rerun, status, usage or {}, cost_usd, error)
+            session.flush()
+            return RerunRecord.model_validate(rerun)
+
+    @staticmethod
+    def _end_rerun(
+        rerun: Rerun, status: str, usage: Mapping[str, Any], cost_usd: float, error: str | None
+    ) -> None:
+        rerun.status = status
+        rerun.error = error
+        rerun.cost_usd = cost_usd
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        ):
+            setattr(rerun, name, int(usage.get(name) or 0))
+        rerun.ended_at = _utcnow()
+
+    def undo_rerun(self, rerun_id: int, undone_by: str) -> RerunRecord:
+        """Put back what a published re-run replaced: the earlier output, or its quarantine rows.
+
+        Refused (RerunConflictError) when the output is no longer the one this re-run published: a
+        later re-run or a publish replaced it, and undoing that comes first.
+        """
+        with self._writing() as session:
+            rerun = session.get(Rerun, rerun_id, with_for_update=True)
+            if rerun is None:
+                raise RerunConflictError(f"no re-run {rerun_id} in the ledger")
+            if rerun.status != "published":
+                raise RerunConflictError(
+                    f"re-run {rerun_id} is {rerun.status}; only a published one is undone"
+                )
+            run = self._run(session, rerun.run_id)
+            current = session.scalars(
+                select(Output).where(
+                    Output.workload == run.workload,
+                    Output.logical_date == run.logical_date,
+                    Output.business_key == rerun.business_key,
+                )
+            ).one_or_none()
+            if current is None or current.source != "rerun" or current.output != rerun.output:
+                raise RerunConflictError(
+                    f"the output of {rerun.business_key!r} changed after re-run {rerun_id}; "
+                    "undo the later re-run first"
+                )
+            if rerun.replaced_output is None:
+                session.delete(current)
+            else:
+                earlier = OutputRecord.model_validate(rerun.replaced_output)
+                for name, value in OutputRow.model_validate(earlier.model_dump()).model_dump().items():
+                    setattr(current, name, value)
+                current.updated_at = earlier.updated_at
+            now = _utcnow()
+            for stored in (rerun.released_quarantine or {}).get("rows", []):
+                entry = QuarantineRecord.model_validate(stored)
+                session.add(QuarantineEntry(**entry.model_dump(exclude={"updated_at"}), updated_at=now))
+            rerun.status = "undone"
+            rerun.undone_by = undone_by
+            rerun.undone_at = now
+            session.flush()
+            return RerunRecord.model_validate(rerun)
+
+    def reruns(self, run_id: int) -> list[RerunRecord]:
+        """The re-runs of a run, newest first."""
+        stmt = select(Rerun).where(Rerun.run_id == run_id).order_by(Rerun.id.desc())
+        with self._reading() as session:
+            return [RerunRecord.model_validate(rerun) for rerun in session.scalars(stmt)]
+
+    def get_rerun(self, rerun_id: int) -> RerunRecord | None:
+        """One re-run's ledger row, if there is one."""
+        with self._reading() as session:
+            rerun = session.get(Rerun, rerun_id)
+            return None if rerun is None else RerunRecord.model_validate(rerun)
 
     # Quarantine
 

@@ -6,7 +6,9 @@ rendered once per workload and sent as a list with one text block, marked
 with ``cache_control`` when the spec caches it, so every request shares a byte-identical prefix the
 prompt cache can match. The user message is the user template rendered with the record (a validated
 instance of the input model, so ``record.items`` is a field, never a dict method). Templates use
-StrictUndefined: a typo is an error, not an empty string in a paid prompt.
+StrictUndefined: a typo is an error, not an empty string in a paid prompt. They render sandboxed, and
+every value a template inserts is escaped as XML text (``<`` as ``&lt;``...): a record field that holds
+``</loan_file>`` cannot close the tag that wraps it, nor open one of its own.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from pydantic import BaseModel
 
 from claude_batch.strategy._json import JSON_ENCODER
-from claude_batch.strategy.spec import WorkloadSpec, import_model
+from claude_batch.strategy.spec import WorkloadSpec, import_model, prompt_environment
 
 
 class RequestBuilder:
@@ -44,9 +45,7 @@ class RequestBuilder:
         input_schema: str,
         options_json: str = "{}",
     ) -> None:
-        environment = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(base_dir), undefined=jinja2.StrictUndefined, autoescape=False
-        )
+        environment = prompt_environment(base_dir)
         self.system_text = environment.get_template(system_template).render()
         self.system_bytes = len(self.system_text.encode())
         self._cache_control: dict[str, str] | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -24,6 +25,7 @@ import jinja2
 import jinja2.meta
 import jinja2.nodes
 import yaml
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -52,6 +54,14 @@ from claude_batch.strategy.partition import ErrorKind, ResultClass
 
 WORKLOADS_DIR = Path(claude_workloads.__file__).resolve().parent
 """Where the bundled workload specs (``<name>.yaml``) and their prompt templates live."""
+
+SPECS_DIR_VARIABLE = "CLAUDE_BATCH_SPECS_DIR"
+"""A folder of more specs (``<name>.yaml``, templates relative to it), besides the bundled ones."""
+
+SCHEMA_MODULES_VARIABLE = "CLAUDE_BATCH_SCHEMA_MODULES"
+"""Comma-separated module prefixes a spec's ``input_schema``/``output_schema`` may import from."""
+
+DEFAULT_SCHEMA_MODULES = ("claude_workloads",)
 
 MAX_BATCH_REQUESTS = 100_000
 """The API's limit of requests per Message Batch."""
@@ -104,9 +114,24 @@ def import_model(path: str) -> type[BaseModel]:
     return model
 
 
+def allowed_schema_modules() -> tuple[str, ...]:
+    """The module prefixes schemas may come from: ``$CLAUDE_BATCH_SCHEMA_MODULES``, else the bundled package."""
+    configured = os.environ.get(SCHEMA_MODULES_VARIABLE, "")
+    prefixes = tuple(p.strip() for p in configured.split(",") if p.strip())
+    return prefixes or DEFAULT_SCHEMA_MODULES
+
+
 def _check_import_path(path: str) -> str:
     if not _IMPORT_PATH.fullmatch(path):
         raise ValueError(f"write it as 'package.module:ModelName', got {path!r}")
+    module = path.partition(":")[0]
+    allowed = allowed_schema_modules()
+    # Importing a module runs it: only the configured packages of schemas are ever imported.
+    if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
+        raise ValueError(
+            f"{module!r} is not under an allowed schema package ({', '.join(allowed)}); "
+            f"add its package to ${SCHEMA_MODULES_VARIABLE}"
+        )
     try:
         import_model(path)
     except (ImportError, AttributeError, TypeError) as error:
@@ -716,14 +741,47 @@ def _base_dir_of(info: ValidationInfo) -> Path:
     return Path(context.get("base_dir", WORKLOADS_DIR))
 
 
+def prompt_environment(base_dir: Path) -> SandboxedEnvironment:
+    """The Jinja environment prompts render in: sandboxed (a template cannot reach Python's internals),
+    strict (a typo is an error, not an empty string in a paid prompt), and escaping every value it
+    inserts as XML text, so a record field cannot close the tag that wraps it in the prompt."""
+    return SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(base_dir), undefined=jinja2.StrictUndefined, autoescape=True
+    )
+
+
+def _unsafe_names(template: jinja2.nodes.Template) -> list[str]:
+    """Names a prompt has no business using: attributes with a leading underscore, strings holding a
+    dunder, the ``attr`` filter. The sandbox refuses them at render time too; here they fail the spec
+    when it is loaded, before anything runs."""
+    found = [node.attr for node in template.find_all(jinja2.nodes.Getattr) if node.attr.startswith("_")]
+    found += [
+        node.value
+        for node in template.find_all(jinja2.nodes.Const)
+        if isinstance(node.value, str) and "__" in node.value
+    ]
+    found += [f"|{node.name}" for node in template.find_all(jinja2.nodes.Filter) if node.name == "attr"]
+    return found
+
+
 def _parse_template(base_dir: Path, relative: str, which: str) -> jinja2.nodes.Template:
     path = base_dir / relative
+    # Checked on the path as written, as Jinja's loader does: a folder the operator links in is theirs.
+    if Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise ValueError(f"{which} template {relative!r} must be a path inside the spec's folder {base_dir}")
     if not path.is_file():
         raise ValueError(f"{which} template {relative!r} not found in {base_dir}")
     try:
-        return jinja2.Environment().parse(path.read_text(encoding="utf-8"))
+        parsed = prompt_environment(base_dir).parse(path.read_text(encoding="utf-8"))
     except jinja2.TemplateSyntaxError as error:
         raise ValueError(f"{which} template {relative!r} line {error.lineno}: {error.message}") from error
+    unsafe = _unsafe_names(parsed)
+    if unsafe:
+        raise ValueError(
+            f"{which} template {relative!r} uses {', '.join(sorted(set(unsafe)))}: a prompt may read the "
+            "record's fields, never Python internals (names with underscores, the attr filter)"
+        )
+    return parsed
 
 
 def _readable_problem(error: dict[str, Any]) -> str:
@@ -747,20 +805,41 @@ def parse_workload(data: Any, source: str = "<spec>", base_dir: Path = WORKLOADS
         raise WorkloadSpecError(source, [_readable_problem(e) for e in error.errors()]) from None
 
 
+def spec_folders() -> list[Path]:
+    """Where specs are looked up by name: the bundled folder, then ``$CLAUDE_BATCH_SPECS_DIR`` if set."""
+    folders = [WORKLOADS_DIR]
+    if configured := os.environ.get(SPECS_DIR_VARIABLE):
+        folders.append(Path(configured).resolve())
+    return folders
+
+
 def bundled_workload_names() -> list[str]:
     """Names of the specs shipped in ``WORKLOADS_DIR``."""
     return sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml"))
 
 
-def load_workload(name_or_path: str | Path) -> WorkloadSpec:
-    """A bundled workload by name (``loan_disclosure_review``) or any spec file by path."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = WORKLOADS_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise WorkloadSpecError(
-                str(name_or_path), [f"no such workload; bundled: {', '.join(bundled_workload_names())}"]
-            )
+def load_workload(name: str) -> WorkloadSpec:
+    """A workload spec by name: ``<name>.yaml`` in the bundled folder or the configured specs folder.
+
+    A name is never a path: run-time callers pass names they read from XCom or a request, and only
+    the folders an operator configured are ever read.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise WorkloadSpecError(
+            repr(name)[:100],
+            ["a spec is loaded by name (lowercase letters, digits, underscores), not a path"],
+        )
+    found = [folder / f"{name}.yaml" for folder in spec_folders() if (folder / f"{name}.yaml").is_file()]
+    if not found:
+        known = sorted({p.stem for folder in spec_folders() for p in folder.glob("*.yaml")})
+        raise WorkloadSpecError(name, [f"no such workload; known: {', '.join(known)}"])
+    if len(found) > 1:
+        raise WorkloadSpecError(name, [f"defined twice ({found[0]}, {found[1]}); rename one"])
+    return load_workload_file(found[0])
+
+
+def load_workload_file(path: Path) -> WorkloadSpec:
+    """A spec file given by its path, for the code that builds DAGs from files it trusts (and tests)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:

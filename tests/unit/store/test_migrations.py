@@ -23,7 +23,9 @@ STORE_TABLES = {
     "outputs",
     "quarantine",
     "sample_validations",
+    "reruns",
 }
+HEAD = "0002"
 
 
 def _schema_diff(url: str) -> list[object]:
@@ -58,7 +60,7 @@ def test_migrate_builds_every_table_from_an_empty_database(store_url: str) -> No
 
     tables, heads = _tables_and_head(store_url)
     assert tables == STORE_TABLES | {VERSION_TABLE}
-    assert heads == ["0001"]
+    assert heads == [HEAD]
 
 
 def test_migrated_schema_agrees_with_the_models(store_url: str) -> None:
@@ -81,7 +83,7 @@ def test_migrating_again_changes_nothing(store_url: str) -> None:
     migrate(store_url)
     migrate(store_url)
 
-    assert _tables_and_head(store_url) == (STORE_TABLES | {VERSION_TABLE}, ["0001"])
+    assert _tables_and_head(store_url) == (STORE_TABLES | {VERSION_TABLE}, [HEAD])
 
 
 def test_downgrade_to_base_removes_the_store(store_url: str) -> None:
@@ -104,5 +106,5 @@ def test_processes_migrating_at_the_same_time_all_succeed(store_url: str) -> Non
     failures = [stderr for process, stderr in zip(processes, stderrs, strict=True) if process.returncode != 0]
 
     assert failures == []
-    assert _tables_and_head(store_url) == (STORE_TABLES | {VERSION_TABLE}, ["0001"])
+    assert _tables_and_head(store_url) == (STORE_TABLES | {VERSION_TABLE}, [HEAD])
     assert _schema_diff(store_url) == []

@@ -15,6 +15,7 @@ from claude_batch.strategy.spec import (
     WorkloadSpecError,
     bundled_workload_names,
     load_workload,
+    load_workload_file,
     parse_workload,
     prompt_fingerprint,
 )
@@ -42,11 +43,11 @@ def test_load_by_path_resolves_templates_next_to_the_spec(tmp_path: Path) -> Non
         (tmp_path / "prompts" / template).write_text((WORKLOADS_DIR / "prompts" / template).read_text())
     path = tmp_path / "copy.yaml"
     path.write_text((WORKLOADS_DIR / "loan_disclosure_review.yaml").read_text())
-    assert load_workload(path).base_dir == tmp_path
+    assert load_workload_file(path).base_dir == tmp_path
 
 
 def test_unknown_workload_name_lists_the_bundled_ones() -> None:
-    with pytest.raises(WorkloadSpecError, match="bundled: document_tagging, loan_disclosure_review"):
+    with pytest.raises(WorkloadSpecError, match="known: document_tagging, loan_disclosure_review"):
         load_workload("no_such_workload")
 
 
@@ -54,7 +55,7 @@ def test_invalid_yaml_says_so(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: [unclosed\n")
     with pytest.raises(WorkloadSpecError, match="not valid YAML"):
-        load_workload(path)
+        load_workload_file(path)
 
 
 @pytest.mark.parametrize(
@@ -336,3 +337,61 @@ def test_structured_output_auto_follows_the_model(loan_spec: WorkloadSpec) -> No
 
 def test_prompt_fingerprint_changes_with_structured_outputs(loan_spec: WorkloadSpec) -> None:
     assert prompt_fingerprint(loan_spec) != prompt_fingerprint(make_spec(structured_output="off"))
+
+
+@pytest.mark.parametrize(
+    "name", ["/etc/passwd.yaml", "../loan_disclosure_review", "loan_disclosure_review.yaml", "Loan", ""]
+)
+def test_a_spec_is_loaded_by_name_never_by_path(name: str) -> None:
+    with pytest.raises(WorkloadSpecError, match="loaded by name"):
+        load_workload(name)
+
+
+def test_the_configured_specs_folder_adds_specs_by_name(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "prompts").symlink_to(WORKLOADS_DIR / "prompts")
+    (tmp_path / "night_review.yaml").write_text((WORKLOADS_DIR / "loan_disclosure_review.yaml").read_text())
+    monkeypatch.setenv("CLAUDE_BATCH_SPECS_DIR", str(tmp_path))
+
+    assert load_workload("night_review").base_dir == tmp_path
+    (tmp_path / "document_tagging.yaml").write_text("name: document_tagging\n")
+    with pytest.raises(WorkloadSpecError, match="defined twice"):
+        load_workload("document_tagging")
+
+
+UNSAFE_TEMPLATES = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ record|attr('__class__') }}",
+    "{{ record['__class__'] }}",
+    "{{ record.text._TemplateReference__context }}",
+]
+
+
+@pytest.mark.parametrize("template", UNSAFE_TEMPLATES)
+def test_a_template_reaching_python_internals_fails_validation(tmp_path: Path, template: str) -> None:
+    (tmp_path / "system.j2").write_text("Review.")
+    (tmp_path / "user.j2").write_text(template + "\n{{ record.text }}")
+    data = spec_data()
+    data["prompt"] = {"system": "system.j2", "user": "user.j2"}
+
+    with pytest.raises(WorkloadSpecError, match="never Python internals"):
+        parse_workload(data, base_dir=tmp_path)
+
+
+def test_a_template_outside_the_spec_folder_fails_validation(tmp_path: Path) -> None:
+    data = spec_data()
+    data["prompt"] = {"system": "../../../etc/hostname", "user": "prompts/loan_disclosure_review.user.j2"}
+
+    with pytest.raises(WorkloadSpecError, match="must be a path inside the spec's folder"):
+        parse_workload(data)
+
+
+def test_a_schema_outside_the_allowed_packages_is_not_imported(monkeypatch) -> None:
+    data = spec_data()
+    data["output_schema"] = "tests.unit.strategy.helpers:NotThere"
+    with pytest.raises(WorkloadSpecError, match="not under an allowed schema package"):
+        parse_workload(data)
+
+    monkeypatch.setenv("CLAUDE_BATCH_SCHEMA_MODULES", "claude_workloads, tests.unit")
+    with pytest.raises(WorkloadSpecError, match="has no attribute 'NotThere'"):
+        parse_workload(data)
