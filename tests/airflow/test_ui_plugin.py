@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -44,37 +45,161 @@ def test_plugin_is_mounted_in_the_api_server_and_listed(client) -> None:
     assert ours["external_views"][0]["href"] == "/claude-batch/"
     page = client.get("/claude-batch/", headers=_auth("viewer"))
     assert page.status_code == 200
-    assert f'href="http://testserver/claude-batch/workloads/{WORKLOAD}"' in page.text
+    # Relative links: never built from the request's Host header.
+    forged_host = client.get("/claude-batch/", headers={**_auth("viewer"), "Host": "evil.example"})
+    assert f'href="/claude-batch/workloads/{WORKLOAD}"' in forged_host.text
+    assert "evil.example" not in forged_host.text
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("GET", "/claude-batch/"),
-        ("GET", "/claude-batch/static/plotly.min.js"),
-        ("GET", f"/claude-batch/workloads/{WORKLOAD}"),
-        ("GET", f"/claude-batch/api/workloads/{WORKLOAD}/history"),
-        ("GET", f"/claude-batch/workloads/{WORKLOAD}/runs/1"),
-        ("POST", f"/claude-batch/api/workloads/{WORKLOAD}/rerun"),
-    ],
-)
-def test_unauthenticated_requests_are_refused(client, method: str, path: str) -> None:
+PAGES = [
+    "/claude-batch/",
+    f"/claude-batch/workloads/{WORKLOAD}",
+    f"/claude-batch/workloads/{WORKLOAD}/runs/1",
+]
+API = [
+    ("GET", "/claude-batch/static/plotly.min.js"),
+    ("GET", f"/claude-batch/api/workloads/{WORKLOAD}/history"),
+    ("GET", f"/claude-batch/api/workloads/{WORKLOAD}/runs/1/counts"),
+    ("POST", f"/claude-batch/api/workloads/{WORKLOAD}/rerun"),
+    ("POST", f"/claude-batch/api/workloads/{WORKLOAD}/runs/1/undo"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), API)
+def test_unauthenticated_api_requests_are_refused(client, method: str, path: str) -> None:
     body = {"business_key": "100001", "run_date": "2026-06-07"}
     assert client.request(method, path, json=body).status_code == 401
     forged = {"Authorization": "Bearer not-a-token"}
     assert client.request(method, path, json=body, headers=forged).status_code == 403
 
 
-def test_viewer_may_read_but_not_rerun(client, pipeline_for) -> None:
-    pipeline = pipeline_for()
-    response = client.post(
+@pytest.mark.parametrize("path", PAGES)
+def test_an_unauthenticated_page_request_goes_to_the_login_page(client, path: str) -> None:
+    for cookies in ({}, {"_token": "forged"}):
+        client.cookies.clear()
+        client.cookies.update(cookies)
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/auth/login?next={quote(path, safe='')}"
+    client.cookies.clear()
+
+
+def _one_night(pipeline_for, count: int = 12, **options):
+    pipeline = pipeline_for(**options)
+    loans = pipeline.loan_input(count)
+    assert pipeline.run(WORKLOAD, loans, logical_date=DATES[1]).state == "success"
+    return pipeline, [json.loads(line)["loan_file_id"] for line in loans.read_text().splitlines()]
+
+
+def _rerun(client, key: str, headers: dict, **body):
+    return client.post(
         f"/claude-batch/api/workloads/{WORKLOAD}/rerun",
-        json={"business_key": "100001", "run_date": "2026-06-07"},
-        headers=_auth("viewer"),
+        json={"business_key": key, "run_date": "2026-06-07", **body},
+        headers=headers,
     )
-    assert response.status_code == 403
-    assert pipeline.emulator.stats()["messages_created"] == 0
-    assert client.get(f"/claude-batch/api/workloads/{WORKLOAD}/history", headers=_auth("viewer")).json() == []
+
+
+def test_viewer_may_read_but_not_rerun(client, pipeline_for) -> None:
+    pipeline, keys = _one_night(pipeline_for)
+    created = pipeline.emulator.stats()["messages_created"]
+
+    assert _rerun(client, keys[0], _auth("viewer")).status_code == 403
+
+    assert pipeline.emulator.stats()["messages_created"] == created
+    history = client.get(f"/claude-batch/api/workloads/{WORKLOAD}/history", headers=_auth("viewer"))
+    assert [point["run_date"] for point in history.json()] == ["2026-06-07"]
+
+
+@pytest.mark.parametrize(
+    "field", [{"input_uri": "/etc/passwd"}, {"record": {"loan_file_id": "1", "text": "x"}}]
+)
+def test_a_body_naming_a_file_or_carrying_a_record_is_refused(client, pipeline_for, field: dict) -> None:
+    pipeline, keys = _one_night(pipeline_for)
+    created = pipeline.emulator.stats()["messages_created"]
+
+    response = _rerun(client, keys[0], _auth("user"), **field)
+
+    assert response.status_code == 422
+    assert [problem["loc"][-1] for problem in response.json()["detail"]] == list(field)
+    assert pipeline.emulator.stats()["messages_created"] == created
+
+
+def test_a_date_without_a_run_or_an_unknown_name_is_a_404_with_a_message(client, pipeline_for) -> None:
+    pipeline, keys = _one_night(pipeline_for)
+    created = pipeline.emulator.stats()["messages_created"]
+    user = _auth("user")
+
+    for day in ("1900-01-01", "9999-12-31"):
+        response = client.post(
+            f"/claude-batch/api/workloads/{WORKLOAD}/rerun",
+            json={"business_key": keys[0], "run_date": day},
+            headers=user,
+        )
+        assert response.status_code == 404 and f"has no run for {day}" in response.json()["detail"]
+    missing = _rerun(client, "no-such-loan", user)
+    assert missing.status_code == 404 and "no-such-loan" in missing.json()["detail"]
+    assert pipeline.emulator.stats()["messages_created"] == created
+    for path, message in [
+        ("/claude-batch/workloads/nope", "no workload 'nope'"),
+        (f"/claude-batch/workloads/{WORKLOAD}/runs/abc", "no run 'abc'"),
+        (f"/claude-batch/workloads/{WORKLOAD}/runs/999", "no run '999'"),
+        (f"/claude-batch/workloads/{WORKLOAD}/dates/1900-01-01", "has no run for 1900-01-01"),
+        (f"/claude-batch/workloads/{WORKLOAD}/dates/yesterday", "not a date"),
+    ]:
+        response = client.get(path, headers=user)
+        assert response.status_code == 404 and message in response.json()["detail"], path
+
+
+def test_a_user_limited_to_one_dag_sees_nothing_of_the_other(airflow_db, pipeline_for, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "tests.airflow.dag_scoped_auth.DagScopedAuthManager")
+    pipeline, keys = _one_night(pipeline_for)
+    run_id = pipeline.store().run_of_date(WORKLOAD, date(2026, 6, 7)).id
+    created = pipeline.emulator.stats()["messages_created"]
+    with TestClient(api_server_app()) as scoped:
+        other = {"Authorization": f"Bearer {token_for('op', username='only:document_tagging')}"}
+        owner = {"Authorization": f"Bearer {token_for('op', username=f'only:{WORKLOAD}')}"}
+
+        index = scoped.get("/claude-batch/", headers=other)
+        assert index.status_code == 200 and WORKLOAD not in index.text and "document_tagging" in index.text
+        for method, path in [
+            ("GET", f"/claude-batch/workloads/{WORKLOAD}"),
+            ("GET", f"/claude-batch/workloads/{WORKLOAD}/runs/{run_id}"),
+            ("GET", f"/claude-batch/workloads/{WORKLOAD}/dates/2026-06-07"),
+            ("GET", f"/claude-batch/api/workloads/{WORKLOAD}/history"),
+            ("GET", f"/claude-batch/api/workloads/{WORKLOAD}/runs/{run_id}/counts"),
+            ("POST", f"/claude-batch/api/workloads/{WORKLOAD}/rerun"),
+            ("POST", f"/claude-batch/api/workloads/{WORKLOAD}/runs/{run_id}/undo"),
+        ]:
+            body = (
+                {"business_key": keys[0], "run_date": "2026-06-07"}
+                if path.endswith("rerun")
+                else {"rerun_id": 1}
+            )
+            response = scoped.request(method, path, json=body, headers=other, follow_redirects=False)
+            assert response.status_code == 403, path
+            assert keys[0] not in response.text and "2026-06-07" not in response.text, path
+        # The run of one workload is not found under the other's name either.
+        other_run = scoped.get(f"/claude-batch/workloads/document_tagging/runs/{run_id}", headers=other)
+        assert other_run.status_code == 404
+        assert pipeline.emulator.stats()["messages_created"] == created
+        assert WORKLOAD in scoped.get("/claude-batch/", headers=owner).text
+
+
+def test_the_rate_limit_answers_429_with_retry_after(client, pipeline_for, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__RERUN_RATE_LIMIT_PER_MINUTE", "2")
+    pipeline, keys = _one_night(pipeline_for)
+    created = pipeline.emulator.stats()["messages_created"]
+    limited = {"Authorization": f"Bearer {token_for('user', username='rate-limited-analyst')}"}
+
+    assert [_rerun(client, key, limited).status_code for key in keys[:2]] == [200, 200]
+    third = _rerun(client, keys[2], limited)
+
+    assert third.status_code == 429 and 0 < int(third.headers["Retry-After"]) <= 60
+    assert "rate-limited-analyst" in third.json()["detail"]
+    assert pipeline.emulator.stats()["messages_created"] == created + 2
+    # The limit is per user: another analyst is not held back.
+    other = {"Authorization": f"Bearer {token_for('user', username='another-analyst')}"}
+    assert _rerun(client, keys[2], other).status_code == 200
 
 
 def test_rerun_endpoint_returns_the_validated_output(client, pipeline_for) -> None:
@@ -116,9 +241,9 @@ def test_run_page_shows_report_levers_quarantine_and_the_dag_run_link(client, tw
     assert f"run report: {WORKLOAD} 2026-06-07" in page.text
     assert "cost guard" in page.text and "sample size" in page.text
     assert all(row.reason.replace("'", "&#39;") in page.text for row in quarantined)
-    assert (
-        f'href="/dags/{WORKLOAD}/runs/{run.dag_run_id.replace(":", "%3A").replace("+", "%2B")}"' in page.text
-    )
+    # A link out of the plugin opens Airflow at the top level, not inside the plugin's frame.
+    dag_run_path = f"/dags/{WORKLOAD}/runs/{run.dag_run_id.replace(':', '%3A').replace('+', '%2B')}"
+    assert f'target="_top" href="{dag_run_path}"' in page.text
     other = client.get(f"/claude-batch/workloads/document_tagging/runs/{run.id}", headers=_auth("viewer"))
     assert other.status_code == 404
 
