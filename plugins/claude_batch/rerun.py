@@ -2,7 +2,7 @@
 
 A re-run names a workload, a business key and a run date (and why). The record is the one that run
 read: its position comes from the run's manifest (or its quarantine row) and it is read back from the
-run's own recorded input, line by line with a cap on each line; a caller never names a file or sends
+run's own recorded input, by the project's capped reader; a caller never names a file or sends
 a record. It goes through the Messages API with the workload's own prompt, like any paid call after
 a ledger row (who, when, why, model), and its validated output is published with ``source="rerun"``.
 The output it replaces, or the quarantine row it releases, stays on the ledger row, so the re-run
@@ -12,31 +12,24 @@ can be seen and undone. The plugin's endpoint and the ``rerun_record`` DAG both 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
-from typing import IO, Any
+from typing import Any
 
 import anthropic
 from pydantic import BaseModel, ConfigDict, Field
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import input_location, read_input
+from claude_batch.operators.run import read_input
 from claude_batch.secrets import mask_connection, redact
 from claude_batch.store import OutputRow, RerunRecord, RunRecord, Store
 from claude_batch.strategy.cost import Usage, cost_usd
 from claude_batch.strategy.outputs import message_text, parse_output
-from claude_batch.strategy.records import RecordRead, read_records
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.sharding import ValidRecord, check_record
 from claude_batch.strategy.spec import InputFormat, WorkloadSpec, bundled_workload_names, load_workload
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
-# A line of the input longer than this many times the request limit cannot be one request: it is
-# skipped unread rather than held in memory.
-_LINE_CAP_FACTOR = 2
-_READ_CHUNK = 1 << 16
 
 
 class RerunError(ValueError):
@@ -107,45 +100,6 @@ def run_for(request: RerunRequest, store: Store) -> tuple[WorkloadSpec, RunRecor
     return spec, run
 
 
-class _CappedLines:
-    """A binary file's lines (split on ``\\n`` only), each read in bounded chunks: a line over ``cap``
-    bytes comes back as an empty placeholder line, never held whole, so a record position still counts.
-    A wall-clock ``deadline`` stops the reading (an input on a slow or endless source)."""
-
-    def __init__(self, stream: IO[bytes], cap: int, deadline: float) -> None:
-        self._stream = stream
-        self._cap = cap
-        self._deadline = deadline
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            if time.monotonic() > self._deadline:
-                raise TimeoutError("reading the run's input took too long")
-            line = self._stream.readline(self._cap + 1)
-            if not line:
-                return
-            if len(line) > self._cap and not line.endswith(b"\n"):
-                while chunk := self._stream.readline(_READ_CHUNK):
-                    if chunk.endswith(b"\n") or time.monotonic() > self._deadline:
-                        break
-                line = b"\x00 line over the re-run's size cap\n"
-            yield line
-
-
-class _CappedInput:
-    """The run's input file as the record readers open it, with capped lines."""
-
-    def __init__(self, uri: str, cap: int, deadline: float) -> None:
-        self._location = input_location(uri)
-        self._cap = cap
-        self._deadline = deadline
-
-    @contextmanager
-    def open(self, mode: str = "rb", *args: Any, **kwargs: Any) -> Iterator[Any]:
-        with self._location.open("rb") as stream:
-            yield _CappedLines(stream, self._cap, self._deadline)
-
-
 def _position_of(store: Store, run: RunRecord, business_key: str) -> int:
     entry = store.manifest_entry_of_key(run.id, business_key)
     if entry is not None and entry.position is not None:
@@ -166,15 +120,18 @@ def find_record(
     """The valid record of ``business_key`` as the run read it, from the run's own recorded input."""
     position = _position_of(store, run, business_key)
     input_uri = run.params.get("input_uri") or ""
-    if spec.input.format is InputFormat.SQL:
-        reads: Iterator[RecordRead] = read_input(spec, input_uri)
-    elif not input_uri:
+    if not input_uri and spec.input.format is not InputFormat.SQL:
         raise RerunError(f"the run of {spec.name} for {run.logical_date} recorded no input")
-    else:
-        cap = int(spec.max_request_bytes) * _LINE_CAP_FACTOR
-        reads = read_records(spec.input, path=_CappedInput(input_uri, cap, deadline))
+    # The project's one reader: lines split on \n only and capped at input.max_record_bytes, so the
+    # position counts as the run counted it and no line is held whole beyond the cap.
+    read = None
     try:
-        read = next((r for r in reads if r.position >= position), None)
+        for candidate in read_input(spec, input_uri):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading the run's input to {position} took too long")
+            if candidate.position >= position:
+                read = candidate
+                break
     except OSError as error:
         raise RerunError(
             f"the run's input cannot be read any more ({type(error).__name__}); re-run the date"
