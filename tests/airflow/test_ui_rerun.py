@@ -1,0 +1,163 @@
+"""The re-run endpoint under load and against a hostile upstream, and what the run page shows of re-runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, date, datetime
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+
+from tests.airflow.conftest import API_KEY
+from tests.airflow.ui_support import api_server_app, serving, token_for
+
+WORKLOAD = "loan_disclosure_review"
+NIGHT = datetime(2026, 6, 7, 5, 0, tzinfo=UTC)
+RUN_DATE = date(2026, 6, 7)
+OTHER_KEY = "sk-ant-api03-SOMEONE-ELSES-KEY-9f8e7d6c5b4a"
+
+
+def _night(pipeline_for, count: int, **options):
+    pipeline = pipeline_for(**options)
+    loans = pipeline.loan_input(count)
+    assert pipeline.run(WORKLOAD, loans, logical_date=NIGHT).state == "success"
+    return pipeline, [json.loads(line)["loan_file_id"] for line in loans.read_text().splitlines()]
+
+
+def _bearer(username: str, role: str = "user") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(role, username=username)}"}
+
+
+def test_50_concurrent_reruns_leave_the_api_server_answering_and_stay_bounded(
+    airflow_db, pipeline_for, monkeypatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__RERUN_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__RERUN_RATE_LIMIT_PER_MINUTE", "100")
+    night, keys = _night(pipeline_for, 50)
+    # A fresh emulator for the re-runs, each answer 0.4 s late: its in-flight count is theirs alone.
+    slow = pipeline_for(
+        store_url=night.store_url, faults={"endpoints": {"messages": {"slow": 1.0, "slow_seconds": 0.4}}}
+    )
+    headers = _bearer("busy-analyst")
+
+    async def load(base_url: str) -> tuple[list[int], list[float]]:
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as client:
+            reruns = [
+                asyncio.create_task(
+                    client.post(
+                        f"/claude-batch/api/workloads/{WORKLOAD}/rerun",
+                        json={"business_key": key, "run_date": "2026-06-07"},
+                    )
+                )
+                for key in keys
+            ]
+            version_seconds = []
+            while not all(task.done() for task in reruns):
+                started = time.monotonic()
+                assert (await client.get("/api/v2/version")).status_code == 200
+                version_seconds.append(time.monotonic() - started)
+                await asyncio.sleep(0.1)
+            return [(await task).status_code for task in reruns], version_seconds
+
+    with serving(api_server_app()) as base_url:
+        statuses, version_seconds = asyncio.run(load(base_url))
+
+    assert statuses == [200] * 50
+    assert len(version_seconds) >= 5 and max(version_seconds) < 1.0, version_seconds
+    stats = slow.emulator.stats()
+    assert stats["messages_created"] == 50
+    assert stats["messages_max_in_flight"] == 3
+    run = night.store().run_of_date(WORKLOAD, RUN_DATE)
+    assert len(night.store().reruns(run.id)) == 50
+
+
+@pytest.fixture
+def header_echoing_gateway():
+    """An upstream that fails every call with the request's headers in its error, as some gateways do."""
+    gateway = FastAPI()
+
+    @gateway.post("/v1/messages")
+    async def echo(request: Request) -> JSONResponse:
+        headers = dict(request.headers)
+        message = f"upstream refused the request; headers were {headers}; also saw {OTHER_KEY}"
+        return JSONResponse(
+            {"type": "error", "error": {"type": "api_error", "message": message}}, status_code=400
+        )
+
+    with serving(gateway) as base_url:
+        yield base_url
+
+
+def test_an_upstream_error_echoing_the_key_shows_no_key(
+    airflow_db, pipeline_for, monkeypatch, header_echoing_gateway
+) -> None:
+    night, keys = _night(pipeline_for, 5)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ANTHROPIC_DEFAULT",
+        json.dumps({"conn_type": "anthropic", "password": API_KEY, "host": header_echoing_gateway}),
+    )
+    with TestClient(api_server_app()) as client:
+        response = client.post(
+            f"/claude-batch/api/workloads/{WORKLOAD}/rerun",
+            json={"business_key": keys[0], "run_date": "2026-06-07"},
+            headers=_bearer("echo-analyst"),
+        )
+        run = night.store().run_of_date(WORKLOAD, RUN_DATE)
+        page = client.get(
+            f"/claude-batch/workloads/{WORKLOAD}/runs/{run.id}", headers=_bearer("echo-analyst", "viewer")
+        )
+
+    assert response.status_code == 502
+    detail = response.json()["detail"]
+    # The gateway's words come through (the analyst needs to know what failed), the keys do not.
+    assert "upstream refused the request" in detail and "***" in detail
+    [rerun] = night.store().reruns(run.id)
+    assert rerun.status == "failed"
+    for text in (response.text, rerun.error, page.text):
+        assert API_KEY not in text and OTHER_KEY not in text and "sk-ant-" not in text
+
+
+@pytest.fixture
+def night_with_quarantine(pipeline_for):
+    """A night where a few records were refused by the API (invalid_request_error) and quarantined."""
+    pipeline = pipeline_for(faults={"requests": {"errored": {"invalid_request_error": 0.05}}}, seed=1)
+    loans = pipeline.loan_input(120)
+    assert pipeline.run(WORKLOAD, loans, logical_date=NIGHT, sample_size=30).state == "success"
+    run = pipeline.store().run_of_date(WORKLOAD, RUN_DATE)
+    quarantined = [row for row in pipeline.store().quarantine_rows(run.id) if row.business_key]
+    assert quarantined, "the faults should have quarantined a few records"
+    return pipeline, run, quarantined
+
+
+def test_the_run_page_shows_who_reran_what_and_counts_that_follow(night_with_quarantine, airflow_db) -> None:
+    pipeline, run, quarantined = night_with_quarantine
+    key = quarantined[0].business_key
+    created = pipeline.emulator.stats()["messages_created"]
+    with TestClient(api_server_app()) as client:
+        page_path = f"/claude-batch/workloads/{WORKLOAD}/runs/{run.id}"
+        before = client.get(page_path, headers=_bearer("page-reader", "viewer")).text
+        response = client.post(
+            f"/claude-batch/api/workloads/{WORKLOAD}/rerun",
+            json={"business_key": key, "run_date": "2026-06-07", "reason": "looked fixable"},
+            headers=_bearer("ana.lyst"),
+        )
+        counts = client.get(
+            f"/claude-batch/api/workloads/{WORKLOAD}/runs/{run.id}/counts",
+            headers=_bearer("page-reader", "viewer"),
+        )
+        after = client.get(page_path, headers=_bearer("page-reader", "viewer")).text
+
+    assert response.status_code == 200, response.text
+    assert response.json()["released_quarantine"] == 1
+    assert pipeline.emulator.stats()["messages_created"] == created + 1
+    assert f'<span id="count-quarantined">{len(quarantined)}</span>' in before
+    assert f'<span id="count-quarantined">{len(quarantined) - 1}</span>' in after
+    assert counts.json()["quarantined"] == len(quarantined) - 1
+    # The re-runs table: who, which record, why, and what it replaced.
+    assert '<td class="who">ana.lyst</td>' in after and "looked fixable" in after and key in after
+    assert f"quarantine: {quarantined[0].quarantine_class}" in after
