@@ -29,7 +29,11 @@ def test_clean_run_publishes_every_record_once_through_one_batch(pipeline_for) -
     report = _report(pipeline)
     assert (report.inputs, report.published, report.quarantined_total) == (150, 150, 0)
     assert report.batches_created == 1
-    assert pipeline.emulator.stats()["batches_created"] == 1
+    stats = pipeline.emulator.stats()
+    assert stats["batches_created"] == 1
+    # The sample's 100 valid answers are published as they are; only the other 50 go in the batch.
+    assert report.from_sample == 100
+    assert (stats["messages_created"], stats["batch_requests_submitted"]) == (100, 50)
     assert report.cost_usd < report.all_sync_cost_usd
     assert pipeline.store().outputs_count("loan_disclosure_review", date(2026, 6, 7)) == 150
 
@@ -147,7 +151,9 @@ def test_backfill_of_three_dates_keeps_each_date_apart(pipeline_for) -> None:
     store = pipeline.store()
     for day in (7, 8, 9):
         assert store.outputs_count("loan_disclosure_review", date(2026, 6, day)) == 100
-    assert pipeline.emulator.stats()["batches_created"] == 3
+    # The first date's sample (100, the prompt is new) answered all its 100 files: no batch; the next
+    # dates sample 30 (the prompt passed) and send the other 70 in one batch each.
+    assert pipeline.emulator.stats()["batches_created"] == 2
     # The same loan id gets a different custom_id per date: no result can land on the wrong date.
     output = store.get_output("loan_disclosure_review", "100000", date(2026, 6, 8))
     assert output is not None and output.custom_id == "loan-2026-06-08-100000"
@@ -159,7 +165,8 @@ def test_a_crash_between_create_and_ledger_write_adopts_the_orphan_batch(pipelin
     from claude_batch.hooks.claude import ClaudeBatchHook
     from claude_batch.operators.run import file_digest, run_dir_for
     from claude_batch.strategy.records import read_jsonl
-    from claude_batch.strategy.sharding import write_shards
+    from claude_batch.strategy.sampling import sample_size, select_sample
+    from claude_batch.strategy.sharding import valid_records, write_shards
     from claude_batch.strategy.spec import load_workload
 
     pipeline = pipeline_for(processing_seconds=0.5)
@@ -169,7 +176,13 @@ def test_a_crash_between_create_and_ledger_write_adopts_the_orphan_batch(pipelin
     # What the crashed try left behind: its shard file, its intent row, and a batch at the API that the
     # ledger never heard of.
     shards_dir = ObjectStoragePath(run_dir_for(spec.name, run_date)) / "shards"
-    plan = write_shards(spec, read_jsonl(ObjectStoragePath(f"file://{loans}")), shards_dir, run_date)
+    # It sharded after its sample had answered (every answer valid here): those records are in no shard.
+    records = valid_records(spec, read_jsonl(ObjectStoragePath(f"file://{loans}")), run_date)
+    sampled = select_sample(records, sample_size(spec, False, 120), spec.stratify_by, spec.sample.seed)
+    answered = {item.custom_id for item in sampled}
+    plan = write_shards(
+        spec, read_jsonl(ObjectStoragePath(f"file://{loans}")), shards_dir, run_date, answered
+    )
     shard_file = ObjectStoragePath(plan.shards[0].path)
     store = pipeline.store()
     run = store.open_run(spec.name, run_date, "crashed-try")

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.cost_guard import estimate_lever
-from claude_batch.operators.run import RunContext, read_lines
+from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, read_lines
 from claude_batch.store import OutputRow
 from claude_batch.strategy.cost import Usage, run_cost
 from claude_batch.strategy.health import HealthLevel, assess_health
@@ -77,14 +77,17 @@ class PublishOperator(BaseOperator):
 
         batch_usage, sync_usage = Usage(), _sample_usage(run)
         first_mix: dict[str, int] = {}
-        recovered = 0
+        recovered = from_sample = 0
         folders = _partition_folders(run)
         for folder in folders:
             round_number, shard_index = _round_and_shard(folder)
             source = kinds.get((round_number, shard_index), "batch")
             with (folder / "summary.json").open("r") as stream:
                 summary = PartitionSummary.model_validate_json(stream.read())
-            if source == "batch":
+            if shard_index == SAMPLE_SHARD_INDEX:
+                # The sample's valid answers; every sample call is already in sync_usage.
+                source = "sample"
+            elif source == "batch":
                 batch_usage = batch_usage + summary.usage
             else:
                 sync_usage = sync_usage + summary.usage
@@ -95,7 +98,9 @@ class PublishOperator(BaseOperator):
                 spec.name, run.run_date, _succeeded_rows(folder, round_number, source)
             )
             crash_point("publish.after_first_upsert")
-            if round_number > 0:
+            if source == "sample":
+                from_sample += published
+            elif round_number > 0:
                 recovered += published
 
         accounting = store.accounting(run.store_run_id)
@@ -130,6 +135,7 @@ class PublishOperator(BaseOperator):
             published=accounting.published,
             quarantined=quarantined,
             recovered=recovered,
+            from_sample=from_sample,
             batches_created=store.batches_created(run.store_run_id),
             rounds=rounds,
             tokens=batch_usage + sync_usage,
@@ -176,6 +182,7 @@ class PublishOperator(BaseOperator):
                     "published",
                     "quarantined_total",
                     "recovered",
+                    "from_sample",
                     "batches_created",
                     "cost_usd",
                     "all_sync_cost_usd",

@@ -20,13 +20,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.records import RecordRead, count_records, read_records
 from claude_batch.strategy.routing import Route
+from claude_batch.strategy.sharding import SAMPLE_SHARD
 from claude_batch.strategy.spec import InputFormat, WorkloadSpec, load_workload
 
 DATA_URI_VARIABLE = "CLAUDE_BATCH_DATA_URI"
 
-# The sample's paid calls are in the ledger like any other; this shard index keeps them apart from
-# the input's shards (0, 1, 2, ...), which never come near it (a shard holds up to 100,000 requests).
-SAMPLE_SHARD_INDEX = 1_000_000
+# The sample's paid calls are in the ledger like any other, under a shard index of their own.
+SAMPLE_SHARD_INDEX = SAMPLE_SHARD
 
 
 class RunContext(BaseModel):

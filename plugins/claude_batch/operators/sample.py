@@ -11,12 +11,21 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
+from claude_batch.operators.partition import partition_dir
 from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, file_digest, read_input, read_lines
+from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.outputs import message_text
+from claude_batch.strategy.partition import PartitionSummary, ResultClass, partition_results
 from claude_batch.strategy.requests import request_builder
-from claude_batch.strategy.sampling import SampleOutcome, evaluate_sample, sample_size, select_sample
-from claude_batch.strategy.sharding import valid_records
-from claude_batch.strategy.spec import prompt_fingerprint
+from claude_batch.strategy.sampling import (
+    GateResult,
+    SampleOutcome,
+    evaluate_sample,
+    sample_size,
+    select_sample,
+)
+from claude_batch.strategy.sharding import ValidRecord, valid_records
+from claude_batch.strategy.spec import WorkloadSpec, prompt_fingerprint
 
 
 def _outcomes(lines: Iterator[bytes], records: dict[str, dict]) -> Iterator[SampleOutcome]:
@@ -44,6 +53,38 @@ def _outcome(data: dict, records: dict[str, dict]) -> SampleOutcome:
         record=records[data["custom_id"]],
         error=f"{error.get('type', result['type'])}: {error.get('message', '')}",
     )
+
+
+def _keep_valid_answers(
+    run: RunContext, spec: WorkloadSpec, sample: list[ValidRecord], gate: GateResult, parts: list[Any]
+) -> int:
+    """Partition the sample's valid answers (schema and expectations) like a shard's results, so
+    publish publishes them and shard leaves their records out: a valid answer is never paid twice.
+    Returns how many there are.
+
+    Written once per run date: a re-run (which may sample other records) keeps the first set, so the
+    shards it cuts are the ones already submitted, and re-attach.
+    """
+    out_dir = partition_dir(run, 0, SAMPLE_SHARD_INDEX)
+    if (out_dir / "summary.json").exists():
+        with (out_dir / "summary.json").open("r") as stream:
+            return PartitionSummary.model_validate_json(stream.read()).counts[ResultClass.SUCCEEDED]
+    failed = {failure.custom_id for failure in gate.failures}
+    kept = (
+        ManifestEntry(
+            custom_id=item.custom_id,
+            business_key=item.business_key,
+            shard=SAMPLE_SHARD_INDEX,
+            position=item.position,
+            action="sample",
+        )
+        for item in sample
+        if item.custom_id not in failed
+    )
+    summary = partition_results(read_lines(parts), kept, spec.output_model(), out_dir)
+    with (out_dir / "summary.json").open("w") as out:
+        out.write(summary.model_dump_json())
+    return summary.counts[ResultClass.SUCCEEDED]
 
 
 class SampleValidateOperator(BaseOperator):
@@ -130,6 +171,7 @@ class SampleValidateOperator(BaseOperator):
         store.record_sample_validation(
             spec.name, fingerprint, spec.model, gate.n, gate.pass_rate, gate.passed
         )
+        answered = _keep_valid_answers(run, spec, sample, gate, parts) if gate.passed else 0
         for line in gate.summary_lines():
             self.log.info("%s", line)
         if not gate.passed:
@@ -143,7 +185,13 @@ class SampleValidateOperator(BaseOperator):
         lever = {
             "lever": "sample size",
             "value": str(gate.n),
-            "rationale": f"{why}; passed {gate.pass_rate:.0%}",
+            "rationale": f"{why}; passed {gate.pass_rate:.0%}; its {answered} valid answers are published "
+            "as the run's outputs (source sample) and their records sent in no shard",
         }
         context["ti"].xcom_push(key="lever", value=lever)
-        return {"sample_size": gate.n, "pass_rate": gate.pass_rate, "results": [str(p) for p in parts]}
+        return {
+            "sample_size": gate.n,
+            "pass_rate": gate.pass_rate,
+            "answered": answered,
+            "results": [str(p) for p in parts],
+        }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -9,7 +10,8 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import RunContext, read_input
+from claude_batch.operators.partition import partition_dir
+from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, read_input, read_lines
 from claude_batch.store import ManifestRow, QuarantineRow, ShardRecord
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.manifest import read_manifest
@@ -25,6 +27,14 @@ def read_quarantine_file(location: Any) -> Iterator[QuarantineRow]:
 def manifest_rows(location: Any) -> Iterator[ManifestRow]:
     """Manifest entries written by sharding or recovery, as store rows."""
     return (ManifestRow.model_validate(entry, from_attributes=True) for entry in read_manifest(location))
+
+
+def sample_answers(run: RunContext) -> set[str]:
+    """custom_ids the validation sample answered validly (published from the sample, sent in no shard)."""
+    answers = partition_dir(run, 0, SAMPLE_SHARD_INDEX) / "succeeded.jsonl"
+    if not answers.exists():
+        return set()
+    return {json.loads(line)["custom_id"] for line in read_lines([answers])}
 
 
 class ShardOperator(BaseOperator):
@@ -47,7 +57,9 @@ class ShardOperator(BaseOperator):
         run = RunContext.of(self.run)
         spec = run.spec()
         store = get_store()
-        plan = write_shards(spec, read_input(spec, run.input_uri), run.path("shards"), run.run_date)
+        plan = write_shards(
+            spec, read_input(spec, run.input_uri), run.path("shards"), run.run_date, sample_answers(run)
+        )
         if plan.records_read != run.input_count:
             raise AirflowFailException(
                 f"The input {run.input_uri} holds {plan.records_read} records now, but route counted "
@@ -55,8 +67,9 @@ class ShardOperator(BaseOperator):
             )
         if not plan.accounted():
             raise RuntimeError(
-                f"Sharding read {plan.records_read} records but wrote {plan.requests} requests and "
-                f"{plan.quarantined_total} quarantine rows; refusing to go on with records unaccounted for"
+                f"Sharding read {plan.records_read} records but wrote {plan.requests} requests, "
+                f"{plan.answered_by_sample} sample answers and {plan.quarantined_total} quarantine rows; "
+                "refusing to go on with records unaccounted for"
             )
         store.record_shards(
             run.store_run_id,
@@ -71,8 +84,10 @@ class ShardOperator(BaseOperator):
         store.quarantine(run.store_run_id, read_quarantine_file(run.path("shards", "quarantine.jsonl")))
 
         self.log.info(
-            "Read %d records: %d requests in %d shard(s) of at most %d requests / %s bytes, %d quarantined %s",
+            "Read %d records: %d answered by the sample, %d requests in %d shard(s) of at most %d requests "
+            "/ %s bytes, %d quarantined %s",
             plan.records_read,
+            plan.answered_by_sample,
             plan.requests,
             len(plan.shards),
             spec.sharding.target_requests,

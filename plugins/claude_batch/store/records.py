@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 AttemptKind = Literal["batch", "sync"]
 # intent → submitted → ended | failed | canceled
 AttemptStatus = Literal["intent", "submitted", "ended", "failed", "canceled"]
-OutputSource = Literal["batch", "sync", "rerun"]
+OutputSource = Literal["batch", "sync", "rerun", "sample"]
 # intent → published | invalid_output | failed; published → undone
 RerunStatus = Literal["intent", "published", "invalid_output", "failed", "undone"]
 

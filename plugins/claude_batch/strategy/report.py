@@ -32,6 +32,7 @@ class RunReport(BaseModel):
     :param published: records published with a valid output.
     :param quarantined: records quarantined, by quarantine class.
     :param recovered: published records that needed at least one recovery round.
+    :param from_sample: published records whose answer came from the validation sample (not re-sent).
     :param rounds: recovery rounds run after the first submission.
     :param tokens: every billed token of the run (sample, batches, sync calls).
     :param cost_usd: what the run cost.
@@ -47,6 +48,7 @@ class RunReport(BaseModel):
     published: int = Field(ge=0)
     quarantined: dict[str, int] = Field(default_factory=dict)
     recovered: int = Field(default=0, ge=0)
+    from_sample: int = Field(default=0, ge=0)
     batches_created: int = Field(default=0, ge=0)
     rounds: int = Field(default=0, ge=0)
     tokens: Usage = Field(default_factory=Usage)
@@ -92,6 +94,7 @@ class RunReport(BaseModel):
                 "quarantined: " + ", ".join(f"{cls} {n}" for cls, n in sorted(self.quarantined.items()))
             )
         lines += [
+            f"from the sample: {self.from_sample} (answered by the validation sample, sent in no shard)",
             f"recovered: {self.recovered} over {self.rounds} recovery round(s); "
             f"batches created: {self.batches_created}",
             f"tokens: input {self.tokens.input_tokens}, output {self.tokens.output_tokens}, cache write "

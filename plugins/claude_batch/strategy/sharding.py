@@ -14,7 +14,9 @@ file being appended to, and the custom_id index is on disk (see ``_scratch``).
 Files written into the output directory:
 
 - ``shard-00000.jsonl`` ...: one ``{"custom_id": ..., "params": {...}}`` per line.
-- ``manifest.jsonl``: one ``ManifestEntry`` per request (custom_id, business_key, shard, round, position).
+- ``manifest.jsonl``: one ``ManifestEntry`` per request (custom_id, business_key, shard, round, position),
+  and one (shard ``SAMPLE_SHARD``) per record the validation sample already answered validly: that
+  answer is published, so the record is in no shard and is never paid for twice.
 - ``quarantine.jsonl``: one ``QuarantineEntry`` per record that will not be sent.
 """
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import IO
@@ -45,6 +47,10 @@ BYTES_PER_TOKEN = 4
 more tokens per byte is caught by the API instead (an errored request, not billed, which recovery
 trims or quarantines), so the estimate errs towards sending rather than towards a false quarantine."""
 
+SAMPLE_SHARD = 1_000_000
+"""The shard index of the validation sample's requests (in the ledger and the manifest); the input's
+shards (0, 1, 2, ...) never come near it (a shard holds up to 100,000 requests)."""
+
 MANIFEST_FILE = "manifest.jsonl"
 QUARANTINE_FILE = "quarantine.jsonl"
 
@@ -64,7 +70,8 @@ class ShardPlan(BaseModel):
     """What sharding wrote: the shards, the manifest and the quarantine, with their counts.
 
     :param records_read: input records seen (blank lines are not records).
-    :param requests: requests written to shards (= manifest entries).
+    :param requests: requests written to shards (= manifest entries outside the sample).
+    :param answered_by_sample: valid records left out of the shards: the sample answered them.
     :param request_bytes: bytes of all shard files.
     :param quarantined: records quarantined, by class.
     """
@@ -78,14 +85,15 @@ class ShardPlan(BaseModel):
     requests: int
     request_bytes: int
     quarantined: dict[QuarantineClass, int]
+    answered_by_sample: int = 0
 
     @property
     def quarantined_total(self) -> int:
         return sum(self.quarantined.values())
 
     def accounted(self) -> bool:
-        """Every record read is either in a shard or in the quarantine, once."""
-        return self.records_read == self.requests + self.quarantined_total
+        """Every record read is either in a shard, answered by the sample or in the quarantine, once."""
+        return self.records_read == self.requests + self.answered_by_sample + self.quarantined_total
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,12 +277,17 @@ class ShardWriter:
 
 
 def write_shards(
-    spec: WorkloadSpec, reads: Iterable[RecordRead], out_dir: OutputDir, run_date: date
+    spec: WorkloadSpec,
+    reads: Iterable[RecordRead],
+    out_dir: OutputDir,
+    run_date: date,
+    answered: Container[str] = frozenset(),
 ) -> ShardPlan:
     """Shard one run's input into ``out_dir``; see the module docstring for the files.
 
     :param reads: the input, e.g. ``records.read_records(spec.input, path)``.
     :param run_date: the date in the custom_ids (``spec.run_date(logical_date)``).
+    :param answered: custom_ids the validation sample answered validly; they go to no shard.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     builder = request_builder(spec)
@@ -283,6 +296,7 @@ def write_shards(
     quarantined: Counter[QuarantineClass] = Counter()
     records_read = 0
     requests = 0
+    from_sample = 0
 
     with (
         CustomIdRegistry() as registry,
@@ -309,8 +323,12 @@ def write_shards(
             if isinstance(line, QuarantineEntry):
                 reject(line)
                 continue
-            shard = shards.add(line)
-            requests += 1
+            if checked.custom_id in answered:
+                shard = SAMPLE_SHARD
+                from_sample += 1
+            else:
+                shard = shards.add(line)
+                requests += 1
             manifest.write(
                 json_line(
                     {
@@ -332,6 +350,7 @@ def write_shards(
         requests=requests,
         request_bytes=sum(s.byte_size for s in shards.shards),
         quarantined=dict(quarantined),
+        answered_by_sample=from_sample,
     )
 
 

@@ -210,3 +210,22 @@ def test_shards_never_cross_a_limit_for_any_record_sizes(
         assert shard.byte_size + BATCH_BODY_OVERHEAD <= 1000
         # only a single line larger than the target may stand alone over it
         assert shard.byte_size <= target_bytes or shard.request_count == 1
+
+
+def test_records_the_sample_answered_are_in_the_manifest_but_in_no_shard(
+    loan_spec: WorkloadSpec, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "input.jsonl", [loan("1"), loan("2"), loan("3")])
+    plan = write_shards(loan_spec, read_jsonl(source), tmp_path / "out", RUN_DATE, {"loan-2026-06-07-2"})
+
+    assert (plan.requests, plan.answered_by_sample, plan.accounted()) == (2, 1, True)
+    assert [line["custom_id"] for line in _lines(plan.shards[0].path)] == [
+        "loan-2026-06-07-1",
+        "loan-2026-06-07-3",
+    ]
+    entries = {e.custom_id: e.shard for e in read_manifest(Path(plan.manifest_path))}
+    assert entries == {
+        "loan-2026-06-07-1": 0,
+        "loan-2026-06-07-2": sharding.SAMPLE_SHARD,
+        "loan-2026-06-07-3": 0,
+    }
