@@ -185,8 +185,7 @@ class SampleValidateOperator(BaseOperator):
         lever = {
             "lever": "sample size",
             "value": str(gate.n),
-            "rationale": f"{why}; passed {gate.pass_rate:.0%}; its {answered} valid answers are published "
-            "as the run's outputs (source sample) and their records sent in no shard",
+            "rationale": f"{why}; passed {gate.pass_rate:.0%}; {answered} valid answers published as they are",
         }
         context["ti"].xcom_push(key="lever", value=lever)
         return {

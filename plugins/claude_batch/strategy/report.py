@@ -94,8 +94,8 @@ class RunReport(BaseModel):
                 "quarantined: " + ", ".join(f"{cls} {n}" for cls, n in sorted(self.quarantined.items()))
             )
         lines += [
-            f"from the sample: {self.from_sample} (answered by the validation sample, sent in no shard)",
             f"recovered: {self.recovered} over {self.rounds} recovery round(s); "
+            f"from the sample: {self.from_sample}; "
             f"batches created: {self.batches_created}",
             f"tokens: input {self.tokens.input_tokens}, output {self.tokens.output_tokens}, cache write "
             f"{self.tokens.cache_creation_input_tokens}, cache read {self.tokens.cache_read_input_tokens}",
