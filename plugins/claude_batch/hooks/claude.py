@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Iterator
 from typing import IO, Any, Protocol
 
 import anthropic
@@ -21,12 +20,10 @@ from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 from anthropic.types.messages import MessageBatch
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from claude_batch.strategy.batch_api import EARLY_404_GRACE_SECONDS
 from claude_batch.strategy.lines import Line, jsonl_lines, read_lines, split_lines
 from claude_batch.strategy.partition import MAX_RESULT_LINE_BYTES, sync_result_line
 from claude_batch.strategy.spec import MAX_BATCH_BYTES
-
-# How long a 404 for a batch this run created is taken for the API catching up, not a missing batch.
-EARLY_404_SECONDS = 20.0
 
 # The batch create body is `{"requests": [line, line, ...]}`; shard files already hold the lines,
 # so the body is streamed from disk in chunks of about this size instead of built in memory.
@@ -104,7 +101,7 @@ class ClaudeBatchHook(AnthropicHook):
 
         The SDK's automatic retries are off for this one call: a create whose response was lost
         may have created a batch, and a blind retry would pay for it twice. The caller retries
-        only after looking for that orphan (see ``find_orphan_batch``).
+        only after looking for that batch (see ``newest_batch`` and ``Store.batch_create_lock``).
         """
         client = self.get_conn().with_options(max_retries=0)
         return client.post(
@@ -116,7 +113,7 @@ class ClaudeBatchHook(AnthropicHook):
 
     @retry(
         retry=retry_if_exception_type(anthropic.NotFoundError),
-        stop=stop_after_delay(EARLY_404_SECONDS),
+        stop=stop_after_delay(EARLY_404_GRACE_SECONDS),
         wait=wait_exponential(multiplier=0.5, max=4),
         reraise=True,
     )
@@ -132,23 +129,10 @@ class ClaudeBatchHook(AnthropicHook):
         """Ask the API to cancel a batch; requests already done keep their results."""
         return self.get_conn().messages.batches.cancel(batch_id)
 
-    def find_orphan_batch(
-        self, *, created_after: datetime, request_count: int, is_known: Callable[[str], bool]
-    ) -> MessageBatch | None:
-        """The newest batch created since ``created_after`` with ``request_count`` requests, not yet known.
-
-        The API has no idempotency key or metadata, so a batch whose create response was lost can only
-        be recognised by when it was created and how many requests it holds; the caller verifies the
-        custom_ids when its results arrive.
-        """
-        for batch in self.get_conn().messages.batches.list(limit=100):
-            if batch.created_at < created_after:
-                return None
-            counts = batch.request_counts
-            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-            if total == request_count and not is_known(batch.id):
-                return batch
-        return None
+    def newest_batch(self) -> MessageBatch | None:
+        """The most recently created batch of the workspace, or None when it has none."""
+        page = self.get_conn().messages.batches.list(limit=1)
+        return page.data[0] if page.data else None
 
     def download_results(self, batch_id: str, destination: PathLike, expected_lines: int) -> int:
         """Write the batch's results JSONL to ``destination`` byte for byte; return the line count.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
 
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -17,12 +18,12 @@ from claude_batch.operators.partition import partition_dir, partition_submission
 from claude_batch.operators.route import batch_unavailable
 from claude_batch.operators.run import RunContext
 from claude_batch.operators.shard import manifest_rows, read_quarantine_file
-from claude_batch.operators.submit import submit_requests
+from claude_batch.operators.submit import max_requests_in_flight, queue_is_full, submit_requests
 from claude_batch.sensors.batch import CANCEL_GRACE_SECONDS
 from claude_batch.store import ShardRecord, Store
 from claude_batch.strategy.partition import FailureRecord, read_failures
-from claude_batch.strategy.recovery import plan_recovery
-from claude_batch.strategy.routing import decide_route, step_facts
+from claude_batch.strategy.recovery import RecoveryPlan, plan_recovery
+from claude_batch.strategy.routing import Route, decide_route, step_facts
 from claude_batch.triggers.batch import BatchEndedTrigger
 
 
@@ -59,19 +60,30 @@ class RecoverOperator(BaseOperator):
     :param run: the route stage's run context.
     :param conn_id: Airflow connection of type ``anthropic``.
     :param poll_interval: first pause between polls of a recovery batch, in seconds.
+    :param max_requests_in_flight: the processing-queue limit, as for the submit stage.
+    :param queue_poll_interval: seconds between checks while the queue is full.
     """
 
     template_fields: Sequence[str] = ("run",)
 
     def __init__(
-        self, *, run: Any, conn_id: str = "anthropic_default", poll_interval: float = 30.0, **kwargs
+        self,
+        *,
+        run: Any,
+        conn_id: str = "anthropic_default",
+        poll_interval: float = 30.0,
+        max_requests_in_flight: int | None = None,
+        queue_poll_interval: float = 60.0,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.run = run
         self.conn_id = conn_id
         self.poll_interval = poll_interval
+        self.max_requests_in_flight = max_requests_in_flight
+        self.queue_poll_interval = queue_poll_interval
 
-    def execute(self, context: Any) -> dict:
+    def execute(self, context: Any, event: Any = None) -> dict:
         return self._advance(context)
 
     def resume(self, context: Any, event: dict | None = None) -> dict:
@@ -82,6 +94,7 @@ class RecoverOperator(BaseOperator):
                 "Deadline passed with recovery batch %s running; canceling it", event["batch_id"]
             )
             ClaudeBatchHook(conn_id=self.conn_id).cancel_batch(event["batch_id"])
+            get_store().update_attempt(event["batch_id"], "canceled")
         return self._advance(context)
 
     def _advance(self, context: Any) -> dict:
@@ -138,10 +151,22 @@ class RecoverOperator(BaseOperator):
                     batch_unavailable=no_batch,
                 )
             )
-            self.log.info("%s", decision.rationale)
-            routes.append(
-                {"round": next_round, "route": decision.route.value, "rationale": decision.rationale}
+            # The first decision stands: a resumed task re-plans the round with a later clock, but
+            # the round already went the way first decided.
+            decided = store.decide_round_route(
+                run.store_run_id, next_round, decision.route.value, decision.rationale
             )
+            route = Route(decided.route)
+            self.log.info("%s", decided.rationale)
+            routes.append({"round": next_round, "route": decided.route, "rationale": decided.rationale})
+            if route is Route.BATCH and self._queue_is_full(store, hook, run, plan, next_round):
+                self.log.info(
+                    "Recovery round %d waits %ss for room in the queue", next_round, self.queue_poll_interval
+                )
+                self.defer(
+                    trigger=TimeDeltaTrigger(timedelta(seconds=self.queue_poll_interval)),
+                    method_name="execute",
+                )
             submissions = [
                 submit_requests(
                     store=store,
@@ -151,7 +176,7 @@ class RecoverOperator(BaseOperator):
                     round_number=next_round,
                     requests_file=ObjectStoragePath(shard.path),
                     request_count=shard.request_count,
-                    route=decision.route,
+                    route=route,
                     concurrency=spec.routing.sync_concurrency,
                     log=self.log,
                 )
@@ -163,6 +188,19 @@ class RecoverOperator(BaseOperator):
             for submission in submissions:
                 partition_submission(store, hook, run, submission, self.log)
             round_number = next_round
+
+    def _queue_is_full(
+        self, store: Store, hook: ClaudeBatchHook, run: RunContext, plan: RecoveryPlan, round_number: int
+    ) -> bool:
+        """The submit stage's queue check, for the requests of the round not yet in a batch."""
+        unsent = sum(
+            shard.request_count
+            for shard in plan.shards
+            if (attempt := store.attempt(run.store_run_id, shard.index, round_number)) is None
+            or attempt.batch_id is None
+        )
+        limit = max_requests_in_flight(self.max_requests_in_flight)
+        return unsent > 0 and queue_is_full(store, hook, unsent, limit, self.log)
 
     def _wait_for(self, hook: ClaudeBatchHook, run: RunContext, batch_id: str) -> None:
         """Return when the batch has ended; otherwise defer (the task resumes in ``resume``)."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
+from anthropic.types.messages import MessageBatch
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from claude_batch.faultpoints import crash_point
@@ -18,18 +19,62 @@ from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.run import RunContext, aware, file_digest
 from claude_batch.store import AttemptRecord, Store
+from claude_batch.strategy.batch_api import EARLY_404_GRACE_SECONDS, batch_request_total
 from claude_batch.strategy.routing import Route
 
 # The lowest tier's processing queue (requests waiting in all of an organisation's batches); a higher
 # tier sets its own limit in this environment variable of the workers.
 DEFAULT_MAX_REQUESTS_IN_FLIGHT = 200_000
 MAX_REQUESTS_IN_FLIGHT_VARIABLE = "CLAUDE_BATCH_MAX_REQUESTS_IN_FLIGHT"
-# The API's clock and ours may differ; an orphan created "before" our intent by this much still counts.
-CLOCK_SKEW = timedelta(minutes=5)
 # A create that fails like this may still have created the batch (the response was lost).
 AMBIGUOUS_CREATE_ERRORS = (anthropic.APIConnectionError, anthropic.InternalServerError)
 # A create that fails like this was refused before anything was created; retrying is safe.
 REFUSED_CREATE_ERRORS = (anthropic.RateLimitError,)
+
+
+def max_requests_in_flight(configured: int | None = None) -> int:
+    """The deployment's processing-queue limit: the operator's argument, else the variable, else the tier's."""
+    return configured or int(os.environ.get(MAX_REQUESTS_IN_FLIGHT_VARIABLE, DEFAULT_MAX_REQUESTS_IN_FLIGHT))
+
+
+def queue_is_full(store: Store, hook: ClaudeBatchHook, request_count: int, limit: int, log: Any) -> bool:
+    """Whether ``request_count`` more requests would overflow the processing queue; logs why.
+
+    The ledger's count is checked first; when it says full, the batches it still holds open are
+    polled and what has ended since is recorded (a night killed before its wait recorded the end
+    must not throttle the nights after it). An empty queue always takes the requests: a shard
+    larger than the limit must still run.
+    """
+    in_flight = store.requests_in_flight()
+    if in_flight and in_flight + request_count > limit:
+        _record_ended_batches(store, hook, log)
+        in_flight = store.requests_in_flight()
+    if in_flight and in_flight + request_count > limit:
+        log.info(
+            "Processing queue busy: %d requests in flight + %d would pass the limit %d",
+            in_flight,
+            request_count,
+            limit,
+        )
+        return True
+    return False
+
+
+def _record_ended_batches(store: Store, hook: ClaudeBatchHook, log: Any) -> None:
+    client = hook.get_conn()
+    for attempt in store.unfinished_batches():
+        assert attempt.batch_id is not None
+        try:
+            batch = client.messages.batches.retrieve(attempt.batch_id)
+        except anthropic.NotFoundError:
+            submitted = aware(attempt.submitted_at or attempt.created_at)
+            if (datetime.now(UTC) - submitted).total_seconds() > EARLY_404_GRACE_SECONDS:
+                log.warning("Batch %s is gone from the API; the ledger marks it failed", attempt.batch_id)
+                store.update_attempt(attempt.batch_id, "failed")
+            continue
+        if batch.processing_status == "ended":
+            log.info("Batch %s (run %d) ended unobserved; recorded", attempt.batch_id, attempt.run_id)
+            store.update_attempt(attempt.batch_id, "ended", batch.request_counts.model_dump(), batch.ended_at)
 
 
 def submit_requests(
@@ -49,12 +94,11 @@ def submit_requests(
 
     The ledger row (the *intent*) is written before the paid call. A later try of the same shard and
     round gets that row back: with a batch id it re-attaches; without one, an earlier try may have
-    died between create and the ledger write, so it looks for that orphan before paying again.
+    died between create and the ledger write, which ``_create_once`` settles before paying again.
     Used by the submit stage and by each recovery round.
     """
     digest = file_digest(requests_file)
     kind = "sync" if route is Route.SYNC else "batch"
-    earlier_try = store.attempt(run.store_run_id, shard_index, round_number)
     attempt = store.record_intent(run.store_run_id, shard_index, round_number, kind, request_count, digest)
     crash_point("submit.after_intent")
     if attempt.request_digest != digest:
@@ -81,73 +125,86 @@ def submit_requests(
             "Shard %d round %d: %d requests sent synchronously", shard_index, round_number, request_count
         )
         return {**submission, "results": [str(p) for p in parts]}
-    if attempt.batch_id:
-        log.info(
-            "Shard %d round %d: re-attaching to batch %s created by an earlier try; nothing is paid again",
-            shard_index,
-            round_number,
-            attempt.batch_id,
-        )
-        return submission
-    if earlier_try is not None:
-        adopted = _adopt_orphan(store, hook, attempt, log)
-        if adopted is not None:
-            return {**submission, "batch_id": adopted.batch_id, "adopted": True}
-    batch = _create(store, hook, attempt, requests_file, log)
-    crash_point("submit.after_create")
-    store.attach_batch(attempt.id, batch.id)
+    if attempt.batch_id is None:
+        attempt = _create_once(store, hook, attempt, requests_file, log)
+        if attempt.batch_id is not None and not attempt.adopted:
+            log.info(
+                "Shard %d round %d: created batch %s with %d requests",
+                shard_index,
+                round_number,
+                attempt.batch_id,
+                request_count,
+            )
+            return {**submission, "batch_id": attempt.batch_id}
     log.info(
-        "Shard %d round %d: created batch %s with %d requests",
+        "Shard %d round %d: re-attaching to batch %s created by an earlier try; nothing is paid again",
         shard_index,
         round_number,
-        batch.id,
-        request_count,
+        attempt.batch_id,
     )
-    return {**submission, "batch_id": batch.id}
+    return {**submission, "batch_id": attempt.batch_id, "adopted": attempt.adopted}
 
 
-def _adopt_orphan(
-    store: Store, hook: ClaudeBatchHook, attempt: AttemptRecord, log: Any
-) -> AttemptRecord | None:
-    orphan = hook.find_orphan_batch(
-        created_after=aware(attempt.created_at) - CLOCK_SKEW,
-        request_count=attempt.request_count,
-        is_known=store.is_batch_known,
-    )
-    if orphan is None:
-        return None
-    log.warning(
-        "Adopting batch %s (created %s, %d requests): an earlier try created it and died before recording "
-        "it; its custom_ids are verified when its results arrive",
-        orphan.id,
-        orphan.created_at.isoformat(),
-        attempt.request_count,
-    )
-    return store.attach_batch(attempt.id, orphan.id, adopted=True)
-
-
-def _create(
+def _create_once(
     store: Store, hook: ClaudeBatchHook, attempt: AttemptRecord, requests_file: ObjectStoragePath, log: Any
-) -> Any:
-    """Create the batch; before each retry, look for the batch a failed try may have made after all."""
-    for try_ in Retrying(
-        retry=retry_if_exception_type(AMBIGUOUS_CREATE_ERRORS + REFUSED_CREATE_ERRORS),
-        stop=stop_after_attempt(6),
-        wait=wait_exponential(multiplier=1, max=60),
-        reraise=True,
-    ):
-        with try_:
-            if try_.retry_state.attempt_number > 1:
-                orphan = hook.find_orphan_batch(
-                    created_after=aware(attempt.created_at) - CLOCK_SKEW,
-                    request_count=attempt.request_count,
-                    is_known=store.is_batch_known,
-                )
-                if orphan is not None:
-                    log.warning("The create of a failed try went through as batch %s; using it", orphan.id)
-                    return orphan
-            return hook.create_batch_from_file(requests_file)
+) -> AttemptRecord:
+    """Create the attempt's batch under the store's create lock, or find the one a lost create made.
+
+    Every create of the deployment runs under the lock, with its mark (the newest batch listed just
+    before it) recorded first. So the newest batch, when no attempt holds it, is the batch of the
+    last create, made by a try that died or lost the response before attaching it: it is attached to
+    that attempt (whichever shard it is), then this attempt creates only if it still has no batch.
+    A retry after an ambiguous error looks again first, so a create that went through is never paid twice.
+    """
+    with store.batch_create_lock():
+        for try_ in Retrying(
+            retry=retry_if_exception_type(AMBIGUOUS_CREATE_ERRORS + REFUSED_CREATE_ERRORS),
+            stop=stop_after_attempt(6),
+            wait=wait_exponential(multiplier=1, max=60),
+            reraise=True,
+        ):
+            with try_:
+                newest = _settle_last_create(store, hook, log)
+                attempt = store.attempt_by_id(attempt.id)
+                if attempt.batch_id is not None:
+                    return attempt
+                store.begin_create(attempt.id, newest.id if newest else None)
+                batch = hook.create_batch_from_file(requests_file)
+                crash_point("submit.after_create")
+                return store.attach_batch(attempt.id, batch.id)
     raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def _settle_last_create(store: Store, hook: ClaudeBatchHook, log: Any) -> MessageBatch | None:
+    """Attach the newest batch to the last create when it made it and nobody attached it; return it."""
+    newest = hook.newest_batch()
+    last = store.last_create()
+    if newest is None or last is None or last.batch_id is not None or newest.id == last.create_mark:
+        return newest
+    if store.is_batch_known(newest.id):
+        return newest
+    if batch_request_total(newest.request_counts) != last.request_count:
+        log.warning(
+            "Batch %s is the newest and in no ledger row, but its %d requests are not the %d of the last "
+            "create (attempt %d); it was not created by this deployment, and is left alone",
+            newest.id,
+            batch_request_total(newest.request_counts),
+            last.request_count,
+            last.id,
+        )
+        return newest
+    log.warning(
+        "Batch %s (created %s) belongs to attempt %d (run %d, shard %d, round %d), whose create went "
+        "through but was not recorded; attached to it, its custom_ids are verified when its results arrive",
+        newest.id,
+        newest.created_at.isoformat(),
+        last.id,
+        last.run_id,
+        last.shard_index,
+        last.round,
+    )
+    store.attach_batch(last.id, newest.id, adopted=True)
+    return newest
 
 
 class SubmitOperator(BaseOperator):
@@ -194,27 +251,23 @@ class SubmitOperator(BaseOperator):
         store = get_store()
         shard = self.shard
         existing = store.attempt(run.store_run_id, shard["index"], shard["round"])
-        limit = self.max_requests_in_flight or int(
-            os.environ.get(MAX_REQUESTS_IN_FLIGHT_VARIABLE, DEFAULT_MAX_REQUESTS_IN_FLIGHT)
-        )
-        if run.route is Route.BATCH and (existing is None or existing.batch_id is None):
-            in_flight = store.requests_in_flight()
-            # An empty queue always takes the shard: a shard larger than the limit must still run.
-            if in_flight and in_flight + shard["request_count"] > limit:
-                self.log.info(
-                    "Processing queue busy: %d requests in flight + %d would pass the limit %d; waiting %ss",
-                    in_flight,
-                    shard["request_count"],
-                    limit,
-                    self.queue_poll_interval,
-                )
-                self.defer(
-                    trigger=TimeDeltaTrigger(timedelta(seconds=self.queue_poll_interval)),
-                    method_name="execute",
-                )
+        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        limit = max_requests_in_flight(self.max_requests_in_flight)
+        if (
+            run.route is Route.BATCH
+            and (existing is None or existing.batch_id is None)
+            and queue_is_full(store, hook, shard["request_count"], limit, self.log)
+        ):
+            self.log.info(
+                "Shard %d waits %ss for room in the queue", shard["index"], self.queue_poll_interval
+            )
+            self.defer(
+                trigger=TimeDeltaTrigger(timedelta(seconds=self.queue_poll_interval)),
+                method_name="execute",
+            )
         return submit_requests(
             store=store,
-            hook=ClaudeBatchHook(conn_id=self.conn_id),
+            hook=hook,
             run=run,
             shard_index=shard["index"],
             round_number=shard["round"],

@@ -119,7 +119,10 @@ class BatchWaitSensor(BaseSensorOperator):
 
     def _cancel_at_deadline(self, batch_id: str) -> MessageBatch:
         self.log.warning("Deadline passed: canceling batch %s; recovery finishes it synchronously", batch_id)
-        return ClaudeBatchHook(conn_id=self.conn_id).cancel_batch(batch_id)
+        batch = ClaudeBatchHook(conn_id=self.conn_id).cancel_batch(batch_id)
+        # Recorded at once: a wait that dies before the end must not leave the batch in the queue count.
+        get_store().update_attempt(batch_id, "canceled")
+        return batch
 
     def execute_complete(
         self, context: Any, event: dict[str, Any] | None = None, after_cancel: bool = False

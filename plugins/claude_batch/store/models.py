@@ -122,6 +122,22 @@ class BatchAttempt(Base):
     created_at: Mapped[datetime]
     submitted_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    # Set under the store's batch-create lock right before the create call: the creates' order, and
+    # the newest batch the API listed then (None: it listed none). See Store.batch_create_lock.
+    create_seq: Mapped[int | None] = mapped_column(index=True, unique=True)
+    create_mark: Mapped[str | None] = mapped_column(String(128))
+
+
+class RoundRoute(Base):
+    """The route of a recovery round as decided when the round was cut; a resumed task reads it back."""
+
+    __tablename__ = "round_routes"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    round: Mapped[int] = mapped_column(primary_key=True)
+    route: Mapped[str] = mapped_column(String(16))
+    rationale: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime]
 
 
 class ManifestEntry(Base):

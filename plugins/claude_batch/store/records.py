@@ -80,6 +80,18 @@ class AttemptRecord(_Record):
     created_at: datetime
     submitted_at: datetime | None
     ended_at: datetime | None
+    create_seq: int | None = None
+    create_mark: str | None = None
+
+
+class RoundRouteRecord(_Record):
+    """The route a recovery round was given when it was cut, and why."""
+
+    run_id: int
+    round: int
+    route: Literal["batch", "sync"]
+    rationale: str
+    decided_at: datetime
 
 
 class ManifestRow(_Record):

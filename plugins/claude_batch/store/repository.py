@@ -12,7 +12,9 @@ manifest (a duplicate of the key, say) stay: they are other records.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -39,6 +41,7 @@ from claude_batch.store.models import (
     Output,
     QuarantineEntry,
     Rerun,
+    RoundRoute,
     Run,
     SampleValidation,
     Shard,
@@ -56,6 +59,7 @@ from claude_batch.store.records import (
     QuarantineRow,
     RequestCounts,
     RerunRecord,
+    RoundRouteRecord,
     RunRecord,
     SampleValidationRecord,
     ShardRecord,
@@ -69,6 +73,10 @@ RUN_OPEN = "running"
 BULK_CHUNK = 5_000
 # Keys per IN list of a lookup, far below SQLite's bound-parameter limit.
 LOOKUP_CHUNK = 1_000
+
+# Any constant unique to this project (not the migration's key): the PostgreSQL advisory lock that
+# serializes batch creates, see Store.batch_create_lock.
+BATCH_CREATE_LOCK_KEY = 4_711_270_391_355_120_002
 
 _ATTEMPT_KINDS = frozenset({"batch", "sync"})
 _ATTEMPT_UPDATE_STATUSES = frozenset({"submitted", "ended", "failed", "canceled"})
@@ -144,6 +152,8 @@ def _attempt_record(attempt: BatchAttempt) -> AttemptRecord:
         created_at=attempt.created_at,
         submitted_at=attempt.submitted_at,
         ended_at=attempt.ended_at,
+        create_seq=attempt.create_seq,
+        create_mark=attempt.create_mark,
     )
 
 
@@ -161,6 +171,8 @@ class Store:
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self._reader = sessionmaker(engine, expire_on_commit=False)
         self._writer = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+        # A SQLite database without a file lives in this process only: a thread lock serializes it.
+        self._create_lock = threading.Lock()
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -429,6 +441,70 @@ class Store:
                 f"batch {batch_id} was attached to another attempt concurrently"
             ) from error
 
+    @contextmanager
+    def batch_create_lock(self) -> Iterator[None]:
+        """Hold the deployment's lock around "settle the last create, create, attach" of a batch.
+
+        The API has no idempotency key, so a batch whose create response was lost is recognised by
+        its place in the API's list: with every create of the deployment serialized by this lock, a
+        batch newer than the mark its creator recorded and not in the ledger can only be that
+        creator's (see ``begin_create``). The lock is released when its holder dies: PostgreSQL ends
+        the session's advisory lock, the kernel drops the SQLite lock file's ``flock``.
+        """
+        if self._engine.dialect.name == "postgresql":
+            with self._engine.connect() as connection, connection.begin():
+                connection.execute(select(func.pg_advisory_xact_lock(BATCH_CREATE_LOCK_KEY)))
+                yield
+            return
+        database = self._engine.url.database
+        if not database or database == ":memory:":
+            with self._create_lock:
+                yield
+            return
+        # Its own file, not SQLite's write lock: the holder waits on HTTP calls meanwhile, and every
+        # other writer of the store must go on. flock is per open file, so threads exclude each other.
+        with open(f"{database}.batch-create.lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def begin_create(self, attempt_id: int, mark: str | None) -> AttemptRecord:
+        """Record, under ``batch_create_lock``, that a create for this attempt is about to be sent.
+
+        ``mark`` is the newest batch the API lists before the create (None when it lists none). The
+        attempt becomes the last creator (the highest ``create_seq``): a batch newer than its mark that
+        no attempt holds is its batch, whoever finds it (``last_create``).
+        """
+        with self._writing() as session:
+            attempt = session.get(BatchAttempt, attempt_id, with_for_update=True)
+            if attempt is None:
+                raise UnknownAttemptError(f"no attempt {attempt_id} in the ledger; record_intent creates it")
+            if attempt.batch_id is not None:
+                raise LedgerConflictError(f"attempt {attempt_id} already has batch {attempt.batch_id}")
+            last = session.scalar(select(func.max(BatchAttempt.create_seq)))
+            attempt.create_seq = (last or 0) + 1
+            attempt.create_mark = mark
+            session.flush()
+            return _attempt_record(attempt)
+
+    def last_create(self) -> AttemptRecord | None:
+        """The attempt whose create was sent last (by ``begin_create``), if any."""
+        stmt = select(BatchAttempt).where(BatchAttempt.create_seq.is_not(None))
+        stmt = stmt.order_by(BatchAttempt.create_seq.desc()).limit(1)
+        with self._reading() as session:
+            attempt = session.scalars(stmt).one_or_none()
+            return None if attempt is None else _attempt_record(attempt)
+
+    def attempt_by_id(self, attempt_id: int) -> AttemptRecord:
+        """The attempt with this id; raises UnknownAttemptError when there is none."""
+        with self._reading() as session:
+            attempt = session.get(BatchAttempt, attempt_id)
+            if attempt is None:
+                raise UnknownAttemptError(f"no attempt {attempt_id} in the ledger")
+            return _attempt_record(attempt)
+
     def attempt(self, run_id: int, shard_index: int, round: int) -> AttemptRecord | None:
         """The attempt of (run, shard, round), if an intent was recorded."""
         stmt = select(BatchAttempt).where(
@@ -482,6 +558,9 @@ class Store:
                 raise LedgerConflictError(f"{label} is already {attempt.status}; it cannot become {status}")
             if attempt.kind == "batch" and attempt.batch_id is None and status == "submitted":
                 raise LedgerConflictError(f"{label} has no batch yet; attach_batch marks it submitted")
+            if attempt.status == "ended" and status == "canceled":
+                # A cancel that reaches a batch after its end changes nothing: its results stand.
+                return _attempt_record(attempt)
             attempt.status = status
             if attempt.submitted_at is None and status == "submitted":
                 attempt.submitted_at = _utcnow()
@@ -499,16 +578,12 @@ class Store:
             session.flush()
             return _attempt_record(attempt)
 
-    def open_batches(self, run_id: int) -> list[AttemptRecord]:
-        """Batches of a run submitted and not ended: what a kill must cancel."""
+    def unfinished_batches(self) -> list[AttemptRecord]:
+        """Batches of every run the ledger holds as submitted and not ended: the processing queue's load."""
         stmt = (
             select(BatchAttempt)
-            .where(
-                BatchAttempt.run_id == run_id,
-                BatchAttempt.kind == "batch",
-                BatchAttempt.status == "submitted",
-            )
-            .order_by(BatchAttempt.round, BatchAttempt.shard_index)
+            .where(BatchAttempt.kind == "batch", BatchAttempt.status == "submitted")
+            .order_by(BatchAttempt.submitted_at, BatchAttempt.id)
         )
         with self._reading() as session:
             return [_attempt_record(attempt) for attempt in session.scalars(stmt)]
@@ -540,12 +615,36 @@ class Store:
             return bool(session.scalar(stmt))
 
     def requests_in_flight(self) -> int:
-        """Requests of all runs' submitted, not yet ended batches: the load on the processing queue."""
+        """Requests of all runs' submitted, not yet ended batches: the load on the processing queue.
+
+        A batch leaves it when its end, cancel or failure is recorded (the wait, partition, the
+        trigger's on_kill, or the queue check that polls the batches the ledger still holds open).
+        """
         stmt = select(func.coalesce(func.sum(BatchAttempt.request_count), 0)).where(
             BatchAttempt.kind == "batch", BatchAttempt.status == "submitted"
         )
         with self._reading() as session:
             return int(session.scalar(stmt) or 0)
+
+    # Recovery rounds
+
+    def decide_round_route(self, run_id: int, round: int, route: str, rationale: str) -> RoundRouteRecord:
+        """Keep the route of a recovery round as first decided; a later call gets that decision back.
+
+        A resumed or cleared recovery task would decide again with a later clock; the round already
+        went the way first decided (its attempts say so), and the report must say that way.
+        """
+        if route not in _ATTEMPT_KINDS:
+            raise ValueError(f"route must be one of {sorted(_ATTEMPT_KINDS)}, not {route!r}")
+        stmt = self._insert(RoundRoute).values(
+            run_id=run_id, round=round, route=route, rationale=rationale, decided_at=_utcnow()
+        )
+        stmt = stmt.on_conflict_do_nothing(index_elements=[RoundRoute.run_id, RoundRoute.round])
+        with self._writing() as session:
+            self._run(session, run_id)
+            session.execute(stmt)
+            decided = session.get(RoundRoute, (run_id, round))
+            return RoundRouteRecord.model_validate(decided)
 
     # Outputs
 

@@ -16,6 +16,9 @@ import anthropic
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks.store import get_store
+from claude_batch.store import UnknownAttemptError
+from claude_batch.strategy.batch_api import EARLY_404_GRACE_SECONDS
 
 # Errors a poll survives: the API is busy or the network blinked; the batch itself is fine.
 TRANSIENT_ERRORS = (
@@ -75,7 +78,7 @@ class BatchEndedTrigger(BaseTrigger):
         poll_interval: float = 30.0,
         max_poll_interval: float = 300.0,
         backoff: float = 1.5,
-        early_404_grace: float = 60.0,
+        early_404_grace: float = EARLY_404_GRACE_SECONDS,
         max_consecutive_errors: int = 20,
     ) -> None:
         super().__init__()
@@ -151,7 +154,20 @@ class BatchEndedTrigger(BaseTrigger):
                 interval = min(interval * self.backoff, self.max_poll_interval)
 
     async def on_kill(self) -> None:
-        """A person killed the waiting task (mark failed / clear): stop paying for the batch."""
+        """A person killed the waiting task (mark failed / clear): stop paying for the batch.
+
+        The cancel is recorded in the ledger at once, so the killed night's requests stop counting
+        against the processing queue of the nights after it.
+        """
         async with await ClaudeBatchHook(conn_id=self.conn_id).get_async_conn() as client:
             await client.messages.batches.cancel(self.batch_id)
         self.log.info("Canceled batch %s because its task was killed", self.batch_id)
+        await asyncio.to_thread(_record_cancel, self.batch_id)
+
+
+def _record_cancel(batch_id: str) -> None:
+    try:
+        get_store().update_attempt(batch_id, "canceled")
+    except UnknownAttemptError:
+        # Not a batch of this deployment's ledger (created by hand, say): nothing to free.
+        return

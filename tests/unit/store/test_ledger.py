@@ -123,7 +123,11 @@ def test_requests_in_flight_sum_submitted_batches_of_every_run(store: Store, run
     store.update_attempt("msgbatch_b", "ended", {"succeeded": 40})
 
     assert store.requests_in_flight() == 107
-    assert [attempt.batch_id for attempt in store.open_batches(run.id)] == ["msgbatch_a"]
+    assert [attempt.batch_id for attempt in store.unfinished_batches()] == ["msgbatch_a", "msgbatch_c"]
+
+    store.update_attempt("msgbatch_c", "canceled")
+
+    assert store.requests_in_flight() == 100
 
 
 def test_update_attempt_records_counts_and_end(store: Store, run: RunRecord) -> None:
@@ -139,7 +143,7 @@ def test_update_attempt_records_counts_and_end(store: Store, run: RunRecord) -> 
     assert ended.status == "ended"
     assert ended.request_counts == RequestCounts(succeeded=97, errored=2, expired=1)
     assert ended.ended_at == ended_at
-    assert store.open_batches(run.id) == []
+    assert store.unfinished_batches() == []
 
 
 def test_an_ended_attempt_never_goes_back_to_submitted(store: Store, run: RunRecord) -> None:
@@ -149,6 +153,13 @@ def test_an_ended_attempt_never_goes_back_to_submitted(store: Store, run: RunRec
     with pytest.raises(LedgerConflictError, match="already canceled"):
         store.update_attempt("msgbatch_01", "submitted")
     assert store.update_attempt("msgbatch_01", "ended").status == "ended"
+
+
+def test_a_cancel_arriving_after_the_end_keeps_the_end(store: Store, run: RunRecord) -> None:
+    store.attach_batch(_intent(store, run).id, "msgbatch_01")
+    store.update_attempt("msgbatch_01", "ended", {"succeeded": 100})
+
+    assert store.update_attempt("msgbatch_01", "canceled").status == "ended"
 
 
 def test_a_batch_attempt_is_submitted_only_by_attaching_its_batch(store: Store, run: RunRecord) -> None:
@@ -197,3 +208,65 @@ def test_strategy_string_enums_pass_straight_in(store: Store, run: RunRecord) ->
     attempt = store.record_intent(run.id, 0, 0, Route.BATCH, 1, "sha256:x")  # type: ignore[arg-type]
 
     assert attempt.kind == "batch"
+
+
+def test_creates_are_numbered_in_order_with_their_marks(store: Store, run: RunRecord) -> None:
+    first, second = _intent(store, run, shard=0), _intent(store, run, shard=1)
+    assert store.last_create() is None
+
+    with store.batch_create_lock():
+        begun = store.begin_create(first.id, None)
+    with store.batch_create_lock():
+        store.begin_create(second.id, "msgbatch_01")
+
+    assert (begun.create_seq, begun.create_mark) == (1, None)
+    last = store.last_create()
+    assert last is not None
+    assert (last.id, last.create_seq, last.create_mark) == (second.id, 2, "msgbatch_01")
+    store.attach_batch(second.id, "msgbatch_02")
+    with pytest.raises(LedgerConflictError, match="already has batch"):
+        store.begin_create(second.id, "msgbatch_02")
+
+
+def test_the_create_lock_lets_one_holder_in_at_a_time(store_url: str, run: RunRecord) -> None:
+    # Two stores (two engines, as two worker processes have): the second waits for the first.
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def first_holder() -> None:
+        with Store.connect(store_url) as own_store, own_store.batch_create_lock():
+            order.append("first in")
+            inside.set()
+            release.wait(timeout=60)
+            order.append("first out")
+
+    def second_holder() -> None:
+        inside.wait(timeout=60)
+        with Store.connect(store_url) as own_store, own_store.batch_create_lock():
+            order.append("second in")
+
+    threads = [threading.Thread(target=first_holder), threading.Thread(target=second_holder)]
+    for thread in threads:
+        thread.start()
+    inside.wait(timeout=60)
+    # The second holder is blocked until the first lets go: nothing it does can be observed but its
+    # absence, so the first lets go only after the second has had the chance to get in wrongly.
+    threads[1].join(timeout=0.5)
+    assert order == ["first in"]
+    release.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert order == ["first in", "first out", "second in"]
+
+
+def test_a_round_route_is_kept_as_first_decided(store: Store, run: RunRecord) -> None:
+    first = store.decide_round_route(run.id, 1, "batch", "1,200 requests, 20 h left: batch")
+
+    again = store.decide_round_route(run.id, 1, "sync", "1,200 requests, 2 h left: sync")
+
+    assert (again.route, again.rationale, again.decided_at) == ("batch", first.rationale, first.decided_at)
+    assert store.decide_round_route(run.id, 2, "sync", "small").route == "sync"
+    with pytest.raises(ValueError, match="route"):
+        store.decide_round_route(run.id, 3, "stream", "no such route")
