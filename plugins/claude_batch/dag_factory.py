@@ -162,6 +162,7 @@ def build_workload_dag(
             run=route.output,
             conn_id=conn_id,
             poll_interval=poll_interval,
+            queue_poll_interval=2 * poll_interval,
             trigger_rule="none_failed",
         )
         publish = PublishOperator(

@@ -8,10 +8,14 @@ from collections.abc import Iterator
 
 import anthropic
 import pytest
+from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.module_loading import import_string
 
+from claude_batch.sensors.batch import BatchWaitSensor
 from claude_batch.triggers.batch import BatchEndedTrigger
+from claude_demo.loans import loan_files
 from claude_emulator.testing import EmulatorHandle, running_emulator
+from tests.airflow.submit_support import RUN_DATE, WORKLOAD, run_context, shard_file, submit_operator
 
 API_KEY = "sk-ant-test-trigger-key"
 REQUESTS = [
@@ -147,3 +151,26 @@ async def test_on_kill_cancels_the_batch(connect) -> None:
     await _trigger(batch.id).on_kill()
 
     assert client.messages.batches.retrieve(batch.id).processing_status in {"canceling", "ended"}
+
+
+async def test_a_night_killed_mid_wait_leaves_no_requests_in_flight(pipeline_for, store_url: str) -> None:
+    pipeline = pipeline_for(store_url=store_url, processing_seconds=3600)
+    store = pipeline.store()
+    run = store.open_run(WORKLOAD, RUN_DATE, "tonight")
+    requests = shard_file(pipeline.tmp_path, 0, list(loan_files(30)))
+    submission = submit_operator(run_context(run.id, 30), 0, requests, 30).execute({})
+    wait = BatchWaitSensor(task_id="wait", submission=submission, deadline=time.time() + 3600)
+    with pytest.raises(TaskDeferred) as deferred:
+        wait.execute({})
+    assert store.requests_in_flight() == 30
+
+    # What the triggerer does when a person marks the waiting task failed: on_kill on its trigger.
+    await deferred.value.trigger.on_kill()
+
+    assert store.requests_in_flight() == 0
+    assert store.attempt(run.id, 0, 0).status == "canceled"
+    client = anthropic.Anthropic(base_url=pipeline.emulator.base_url, api_key=API_KEY)
+    assert client.messages.batches.retrieve(submission["batch_id"]).processing_status in {
+        "canceling",
+        "ended",
+    }

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, date, datetime, timedelta
 
+import anthropic
 import pytest
 import sqlalchemy as sa
 
+from claude_batch.strategy.batch_api import batch_request_total
 from claude_batch.strategy.report import RunReport
+from claude_demo.loans import loan_files
+from tests.airflow.conftest import API_KEY
+from tests.airflow.submit_support import shard_file
 
 
 def _report(
@@ -17,6 +23,11 @@ def _report(
     store = pipeline.store()
     run = next(r for r in store.recent_runs(workload) if r.logical_date == run_date)
     return RunReport.model_validate({k: v for k, v in run.report.items() if k in RunReport.model_fields})
+
+
+def _tonight(store) -> int | None:
+    runs = store.recent_runs("loan_disclosure_review")
+    return next((run.id for run in runs if run.logical_date == date(2026, 6, 7)), None)
 
 
 def test_clean_run_publishes_every_record_once_through_one_batch(pipeline_for) -> None:
@@ -241,3 +252,84 @@ def test_document_tagging_runs_from_its_own_spec(pipeline_for) -> None:
     assert (report.inputs, report.published + report.quarantined_total) == (120, 120)
     output = pipeline.store().get_output("document_tagging", "kb-00007", date(2026, 6, 7))
     assert output is not None and 1 <= len(output.output["tags"]) <= 3
+
+
+def test_the_report_names_the_recovery_route_the_ledger_ran_even_when_rerun_near_the_deadline(
+    pipeline_for,
+) -> None:
+    # Round 1 is cut and sent as a batch while the deadline is far. The date is run again when the
+    # deadline is 40 minutes away: deciding afresh would say "sync" for round 1, but round 1 already
+    # ran as a batch, so the re-run re-attaches to it and the report must say "batch".
+    pipeline = pipeline_for(processing_seconds=0.5, faults={"requests": {"expired": 0.1}})
+    loans = pipeline.loan_input(100)
+
+    def small_batches(spec):
+        return spec.model_copy(update={"routing": spec.routing.model_copy(update={"min_batch_volume": 1})})
+
+    runs = [
+        pipeline.run("loan_disclosure_review", loans, spec_changes=small_batches),
+        pipeline.run(
+            "loan_disclosure_review",
+            loans,
+            spec_changes=small_batches,
+            deadline=datetime.now(UTC) + timedelta(minutes=40),
+        ),
+    ]
+
+    assert [dag_run.state for dag_run in runs] == ["success", "success"]
+    store = pipeline.store()
+    run = next(r for r in store.recent_runs("loan_disclosure_review") if r.logical_date == date(2026, 6, 7))
+    ran = {attempt.round: attempt.kind for attempt in store.attempts_of_run(run.id) if attempt.round > 0}
+    reported = {
+        int(lever.lever.split()[2]): lever.value
+        for lever in _report(pipeline).levers
+        if lever.lever.startswith("recovery round")
+    }
+    assert ran.get(1) == "batch"
+    assert reported == ran
+    assert pipeline.emulator.stats()["batches_created"] == _report(pipeline).batches_created
+
+
+def test_a_recovery_round_passes_the_processing_queue_check_like_a_shard(pipeline_for, monkeypatch) -> None:
+    # Another night's batch of 55 requests starts while tonight's round 0 runs; the queue holds 60.
+    # Nobody waits on that batch, so only a queue check that polls what the ledger holds open can
+    # record its end: recovery round 1 must make that check before it creates its batch.
+    monkeypatch.setenv("CLAUDE_BATCH_MAX_REQUESTS_IN_FLIGHT", "60")
+    pipeline = pipeline_for(processing_seconds=2.0, faults={"requests": {"expired": 0.1}})
+    loans = pipeline.loan_input(100)
+    store = pipeline.store()
+    other_night = store.open_run("loan_disclosure_review", date(2026, 6, 6), "other-night")
+    other_file = shard_file(pipeline.tmp_path, 0, list(loan_files(55)))
+    client = anthropic.Anthropic(base_url=pipeline.emulator.base_url, api_key=API_KEY)
+    started = threading.Event()
+
+    def start_the_other_night_once_round_0_is_submitted() -> None:
+        while not started.is_set():
+            run_id = _tonight(store)
+            attempt = None if run_id is None else store.attempt(run_id, 0, 0)
+            if attempt is not None and attempt.status == "submitted":
+                intent = store.record_intent(other_night.id, 0, 0, "batch", 55, "digest-of-other-night")
+                requests = [json.loads(line) for line in other_file.read_text().splitlines()]
+                store.attach_batch(intent.id, client.messages.batches.create(requests=requests).id)
+                started.set()
+            else:
+                started.wait(0.02)
+
+    other = threading.Thread(target=start_the_other_night_once_round_0_is_submitted, daemon=True)
+    other.start()
+    dag_run = pipeline.run(
+        "loan_disclosure_review",
+        loans,
+        spec_changes=lambda s: s.model_copy(
+            update={"routing": s.routing.model_copy(update={"min_batch_volume": 1})}
+        ),
+    )
+    started.set()
+    other.join(timeout=30)
+
+    assert dag_run.state == "success"
+    recorded = store.attempt(other_night.id, 0, 0)
+    assert recorded is not None and recorded.status == "ended"
+    assert batch_request_total(recorded.request_counts) == 55 and recorded.request_counts.processing == 0
+    tonight = store.attempts_of_run(_tonight(store))
+    assert any(attempt.round == 1 and attempt.kind == "batch" for attempt in tonight)

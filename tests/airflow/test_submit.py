@@ -5,77 +5,25 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import date
 
 import anthropic
 import pytest
-from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import TaskDeferred
 
-from claude_batch.operators.run import RunContext, file_digest, run_dir_for
-from claude_batch.operators.submit import SubmitOperator
-from claude_batch.strategy.requests import request_builder
-from claude_batch.strategy.routing import Route
-from claude_batch.strategy.spec import load_workload
 from claude_demo.loans import loan_files
 from claude_emulator.faults import EndpointFaults
 from tests.airflow.conftest import API_KEY
-
-WORKLOAD = "loan_disclosure_review"
-RUN_DATE = date(2026, 6, 7)
-
-
-def _shard_file(folder: Path, index: int, loans: list[dict]) -> Path:
-    spec = load_workload(WORKLOAD)
-    builder = request_builder(spec)
-    path = folder / f"shard-{index:05d}.jsonl"
-    with path.open("w") as out:
-        for record in loans:
-            line = {
-                "custom_id": f"loan-2026-06-07-{record['loan_file_id']}",
-                "params": builder.params(record),
-            }
-            out.write(json.dumps(line) + "\n")
-    return path
-
-
-def _run_context(store_run_id: int, input_count: int) -> dict:
-    return RunContext(
-        workload=WORKLOAD,
-        spec_source=WORKLOAD,
-        store_run_id=store_run_id,
-        run_date=RUN_DATE,
-        logical_date=datetime(2026, 6, 7, 5, tzinfo=UTC),
-        deadline=datetime.now(UTC) + timedelta(days=1),
-        input_uri="unused",
-        run_dir=run_dir_for(WORKLOAD, RUN_DATE),
-        input_count=input_count,
-        route=Route.BATCH,
-        route_rationale="test",
-    ).model_dump(mode="json")
-
-
-def _submit(context: dict, index: int, path: Path, count: int) -> SubmitOperator:
-    return SubmitOperator(
-        task_id=f"submit_{index}",
-        run=context,
-        shard={"index": index, "round": 0, "path": f"file://{path}", "request_count": count, "byte_size": 0},
-        queue_poll_interval=1.0,
-    )
-
-
-def _results_custom_ids(pipeline, batch_id: str) -> set[str]:
-    client = anthropic.Anthropic(base_url=pipeline.emulator.base_url, api_key=API_KEY)
-    return {result.custom_id for result in client.messages.batches.results(batch_id)}
-
-
-def _digest(path: Path) -> str:
-    return file_digest(ObjectStoragePath(f"file://{path}"))
-
-
-def _custom_ids(path: Path) -> set[str]:
-    return {json.loads(line)["custom_id"] for line in path.read_text().splitlines()}
+from tests.airflow.submit_support import (
+    RUN_DATE,
+    WORKLOAD,
+    custom_ids,
+    digest,
+    results_custom_ids,
+    run_context,
+    shard_file,
+    submit_operator,
+)
 
 
 def test_a_shard_waits_while_another_nights_batch_fills_the_queue(pipeline_for, monkeypatch) -> None:
@@ -86,8 +34,8 @@ def test_a_shard_waits_while_another_nights_batch_fills_the_queue(pipeline_for, 
     in_flight = store.record_intent(other_night.id, 0, 0, "batch", 40, "digest-of-other-night")
     store.attach_batch(in_flight.id, "msgbatch_other_night")
     run = store.open_run(WORKLOAD, RUN_DATE, "tonight")
-    requests = _shard_file(pipeline.tmp_path, 0, list(loan_files(30)))
-    submit = _submit(_run_context(run.id, 30), 0, requests, 30)
+    requests = shard_file(pipeline.tmp_path, 0, list(loan_files(30)))
+    submit = submit_operator(run_context(run.id, 30), 0, requests, 30)
 
     with pytest.raises(TaskDeferred):
         submit.execute({})
@@ -110,14 +58,14 @@ def test_a_batch_that_ended_unobserved_stops_counting_at_the_next_queue_check(
     pipeline = pipeline_for(store_url=store_url)
     store = pipeline.store()
     last_night = store.open_run(WORKLOAD, date(2026, 6, 6), "last-night")
-    requests = _shard_file(pipeline.tmp_path, 0, list(loan_files(40)))
-    last_submission = _submit(_run_context(last_night.id, 40), 0, requests, 40).execute({})
+    requests = shard_file(pipeline.tmp_path, 0, list(loan_files(40)))
+    last_submission = submit_operator(run_context(last_night.id, 40), 0, requests, 40).execute({})
     client = anthropic.Anthropic(base_url=pipeline.emulator.base_url, api_key=API_KEY)
     assert client.messages.batches.retrieve(last_submission["batch_id"]).processing_status == "ended"
     assert store.requests_in_flight() == 40
 
     tonight = store.open_run(WORKLOAD, RUN_DATE, "tonight")
-    submission = _submit(_run_context(tonight.id, 30), 0, requests, 30).execute({})
+    submission = submit_operator(run_context(tonight.id, 30), 0, requests, 30).execute({})
 
     assert submission["batch_id"] != last_submission["batch_id"]
     assert store.attempt(last_night.id, 0, 0).status == "ended"
@@ -148,15 +96,15 @@ def test_two_submit_slots_and_a_lost_create_response_give_each_shard_its_own_bat
     store = pipeline.store()
     run = store.open_run(WORKLOAD, RUN_DATE, "tonight")
     loans = list(loan_files(60))
-    files = [_shard_file(pipeline.tmp_path, 0, loans[:30]), _shard_file(pipeline.tmp_path, 1, loans[30:])]
-    context = _run_context(run.id, 60)
+    files = [shard_file(pipeline.tmp_path, 0, loans[:30]), shard_file(pipeline.tmp_path, 1, loans[30:])]
+    context = run_context(run.id, 60)
     # Two pool slots: both shards' submits run at once, their intents written in the same second.
     start = threading.Barrier(2)
     submissions: dict[int, dict] = {}
     errors: list[BaseException] = []
 
     def slot(index: int) -> None:
-        operator = _submit(context, index, files[index], 30)
+        operator = submit_operator(context, index, files[index], 30)
         start.wait()
         try:
             submissions[index] = operator.execute({})
@@ -177,7 +125,7 @@ def test_two_submit_slots_and_a_lost_create_response_give_each_shard_its_own_bat
     assert [a.batch_id for a in attempts] == [submissions[0]["batch_id"], submissions[1]["batch_id"]]
     assert sum(a.adopted for a in attempts) == 1  # the batch whose create answer was lost
     for index, path in enumerate(files):
-        assert _results_custom_ids(pipeline, submissions[index]["batch_id"]) == _custom_ids(path)
+        assert results_custom_ids(pipeline, submissions[index]["batch_id"]) == custom_ids(path)
 
 
 def test_an_orphan_of_a_crashed_create_goes_to_its_own_shard_not_to_another_of_the_same_size(
@@ -190,22 +138,22 @@ def test_an_orphan_of_a_crashed_create_goes_to_its_own_shard_not_to_another_of_t
     store = pipeline.store()
     run = store.open_run(WORKLOAD, RUN_DATE, "tonight")
     loans = list(loan_files(60))
-    files = [_shard_file(pipeline.tmp_path, 0, loans[:30]), _shard_file(pipeline.tmp_path, 1, loans[30:])]
-    context = _run_context(run.id, 60)
-    crashed = store.record_intent(run.id, 0, 0, "batch", 30, _digest(files[0]))
+    files = [shard_file(pipeline.tmp_path, 0, loans[:30]), shard_file(pipeline.tmp_path, 1, loans[30:])]
+    context = run_context(run.id, 60)
+    crashed = store.record_intent(run.id, 0, 0, "batch", 30, digest(files[0]))
     with store.batch_create_lock():
         store.begin_create(crashed.id, mark=None)
         client = anthropic.Anthropic(base_url=pipeline.emulator.base_url, api_key=API_KEY)
         requests = [json.loads(line) for line in files[0].read_text().splitlines()]
         orphan = client.messages.batches.create(requests=requests)
-    store.record_intent(run.id, 1, 0, "batch", 30, _digest(files[1]))
+    store.record_intent(run.id, 1, 0, "batch", 30, digest(files[1]))
 
-    second = _submit(context, 1, files[1], 30).execute({})
+    second = submit_operator(context, 1, files[1], 30).execute({})
 
     assert second["batch_id"] != orphan.id
     assert store.attempt(run.id, 0, 0).batch_id == orphan.id
-    assert _results_custom_ids(pipeline, second["batch_id"]) == _custom_ids(files[1])
-    first = _submit(context, 0, files[0], 30).execute({})
+    assert results_custom_ids(pipeline, second["batch_id"]) == custom_ids(files[1])
+    first = submit_operator(context, 0, files[0], 30).execute({})
     assert (first["batch_id"], first["adopted"]) == (orphan.id, True)
-    assert _results_custom_ids(pipeline, orphan.id) == _custom_ids(files[0])
+    assert results_custom_ids(pipeline, orphan.id) == custom_ids(files[0])
     assert pipeline.emulator.stats()["batches_created"] == 2
