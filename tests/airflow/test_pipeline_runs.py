@@ -184,8 +184,9 @@ def test_a_crash_between_create_and_ledger_write_adopts_the_orphan_batch(pipelin
     loans = pipeline.loan_input(120)
     spec = load_workload("loan_disclosure_review")
     run_date = date(2026, 6, 7)
-    # What the crashed try left behind: its shard file, its intent row, and a batch at the API that the
-    # ledger never heard of.
+    # What the crashed try left behind: its shard file, its intent row with the start of its create
+    # (written under the create lock, before the paid call), and a batch at the API that no ledger
+    # row holds.
     shards_dir = ObjectStoragePath(run_dir_for(spec.name, run_date)) / "shards"
     # It sharded after its sample had answered (every answer valid here): those records are in no shard.
     records = valid_records(spec, read_jsonl(ObjectStoragePath(f"file://{loans}")), run_date)
@@ -197,8 +198,10 @@ def test_a_crash_between_create_and_ledger_write_adopts_the_orphan_batch(pipelin
     shard_file = ObjectStoragePath(plan.shards[0].path)
     store = pipeline.store()
     run = store.open_run(spec.name, run_date, "crashed-try")
-    store.record_intent(run.id, 0, 0, "batch", plan.shards[0].request_count, file_digest(shard_file))
-    orphan = ClaudeBatchHook().create_batch_from_file(shard_file)
+    intent = store.record_intent(run.id, 0, 0, "batch", plan.shards[0].request_count, file_digest(shard_file))
+    with store.batch_create_lock():
+        store.begin_create(intent.id, mark=None)
+        orphan = ClaudeBatchHook().create_batch_from_file(shard_file)
 
     dag_run = pipeline.run("loan_disclosure_review", loans)
 
