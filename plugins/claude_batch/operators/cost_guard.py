@@ -3,40 +3,42 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
-import anthropic
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 from pydantic import BaseModel, ConfigDict
 
-from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.operators.run import RunContext, read_lines
-from claude_batch.strategy.cost import Usage, projected_cost_usd
+from claude_batch.strategy.cost import SampleCostFacts, Usage, estimate_run_cost
+from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.report import Lever
 from claude_batch.strategy.routing import Route
-from claude_batch.strategy.spec import BudgetSpec
-
-# The SDK's retries per count_tokens call (it honours retry-after); the default 2 lets one call in a
-# hundred-request sample fail the task at a few percent of 429/529/500s.
-COUNT_RETRIES = 6
+from claude_batch.strategy.spec import BudgetSpec, WorkloadSpec
 
 
 class CostEstimate(BaseModel):
-    """The foreseen cost of a run's bulk and how it was worked out; publish sets it against the actual.
+    """The foreseen cost of a run and how it was worked out; publish sets it against the actual.
 
-    :param input_tokens_per_request: mean of ``count_tokens`` over the sample's requests.
-    :param output_tokens_per_request: mean output of the sample's succeeded answers.
+    :param sample_usd: what the sample cost (paid, standard price).
+    :param to_send: requests the bulk will send (the input less the sample's published answers).
+    :param per_request: the sample's mean billed tokens per answered request.
+    :param repairs: answers foreseen invalid at the sample's rate, each resent once.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     estimated_usd: float
+    sample_usd: float
     volume: int
     sampled: int
-    input_tokens_per_request: float
-    output_tokens_per_request: float
+    from_sample: int
+    to_send: int
+    per_request: Usage
+    repairs: int
+    cache_writes: int
     route: Route
     budget_usd: float | None
     action: str | None
@@ -49,37 +51,70 @@ class CostEstimate(BaseModel):
         budget = (
             f"budget ${self.budget_usd:,.2f} ({self.action})" if self.budget_usd is not None else "no budget"
         )
+        tokens = self.per_request
         return (
-            f"${self.estimated_usd:,.4f} for {self.volume} requests by {self.route.value} "
-            f"({self.input_tokens_per_request:,.0f} input tokens per request by count_tokens on "
-            f"{self.sampled} sampled requests, {self.output_tokens_per_request:,.0f} output tokens per "
-            f"answer in the sample); {budget}"
+            f"${self.estimated_usd:,.4f} = the sample's ${self.sample_usd:,.4f} ({self.sampled} answers, "
+            f"{self.from_sample} published) + {self.to_send} requests by {self.route.value} "
+            f"(+{self.repairs} repairs) at the sample's usage per request: {tokens.input_tokens:,} input, "
+            f"{tokens.output_tokens:,} output, {tokens.cache_read_input_tokens:,} cached prefix read "
+            f"({self.cache_writes} prefix writes); {budget}"
         )
 
 
 def estimate_lever(estimate: dict, actual_usd: float) -> Lever:
     """The cost guard's lever in the run report: the estimate set against what the run cost."""
     guard = CostEstimate.model_validate(estimate)
+    error = f"{(guard.estimated_usd - actual_usd) / actual_usd:+.1%} of the actual; " if actual_usd else ""
     return Lever(
         lever="cost guard",
         value=f"estimated ${guard.estimated_usd:,.4f}, actual ${actual_usd:,.4f}",
-        rationale=guard.describe(),
+        rationale=error + guard.describe(),
     )
 
 
-class CostGuardOperator(BaseOperator):
-    """Estimate the run's cost from the sample and compare it with the spec's ``budget``.
+def sample_cost_facts(spec: WorkloadSpec, sample: dict) -> SampleCostFacts | None:
+    """The sample's billed usage and answers, from its result files (None when nothing was answered)."""
+    usage, answered, invalid = Usage(), 0, 0
+    output_model = spec.output_model()
+    for line in read_lines([ObjectStoragePath(part) for part in sample["results"]]):
+        result = json.loads(line)["result"]
+        if result["type"] != "succeeded":
+            continue
+        answered += 1
+        usage = usage + Usage.from_api(result["message"].get("usage") or {})
+        if parse_output(message_text(result["message"]), output_model).value is None:
+            invalid += 1
+    if not answered:
+        return None
+    return SampleCostFacts(
+        usage=usage, answered=answered, invalid=invalid, published=sample.get("answered", 0)
+    )
 
-    Input tokens come from the API's ``count_tokens`` on the sampled requests (free, and exact for
-    the prompt as sent), output tokens from the sample's answers; both are scaled to the input volume
-    and priced for the route chosen. Prompt caching is left out, so the estimate errs high. Over
-    budget with ``action: fail`` fails this task before any batch exists; ``warn`` logs and goes on.
-    The estimate is this task's return value, for publish to set against the actual cost.
+
+def _shards_foreseen(run: RunContext, spec: WorkloadSpec, to_send: int) -> int:
+    """Shards the bulk will be cut into, from the sample's mean request size and the spec's targets."""
+    sizes = [len(line) for line in read_lines([run.path("sample", "requests.jsonl")])]
+    mean_bytes = sum(sizes) / len(sizes) if sizes else 0
+    by_count = math.ceil(to_send / spec.sharding.target_requests)
+    by_bytes = math.ceil(to_send * mean_bytes / int(spec.sharding.target_bytes))
+    return max(by_count, by_bytes, 1)
+
+
+class CostGuardOperator(BaseOperator):
+    """Estimate the run's cost from the sample's own answers and compare it with the spec's ``budget``.
+
+    The sample was paid for and answered with the run's real prompts: its billed tokens per request
+    (uncached input, output, and the cached prefix) are what every other request will cost, priced
+    for the route chosen, with the prefix read from the cache the sample warmed (one write per shard
+    foreseen) and the sample's share of invalid answers resent once. The sample's published answers
+    are not sent again. Over budget with ``action: fail`` fails this task before any batch exists;
+    ``warn`` logs and goes on. The estimate is this task's return value, for publish to set against
+    the actual cost.
 
     :param run: the route stage's run context.
-    :param sample: the sample stage's return value (its result files).
+    :param sample: the sample stage's return value (its result files and published answers).
     :param budget: the spec's ``budget`` as the DAG was built with it (``{usd, action}``), or None.
-    :param conn_id: Airflow connection of type ``anthropic``.
+    :param conn_id: Airflow connection of type ``anthropic`` (unused: the estimate makes no call).
     """
 
     template_fields: Sequence[str] = ("run", "sample")
@@ -103,53 +138,32 @@ class CostGuardOperator(BaseOperator):
         run = RunContext.of(self.run)
         spec = run.spec()
         budget = BudgetSpec.model_validate(self.budget) if self.budget else None
-        if not self.sample["sample_size"]:
-            self.log.info("Cost estimate: $0, the input %s has no record that can be sent", run.input_uri)
-            return CostEstimate(
-                estimated_usd=0.0,
-                volume=0,
-                sampled=0,
-                input_tokens_per_request=0.0,
-                output_tokens_per_request=0.0,
-                route=run.route,
-                budget_usd=budget.usd if budget else None,
-                action=budget.action if budget else None,
-            ).model_dump(mode="json")
-        # An estimate: a count that still fails after the retries is left out rather than stopping the run.
-        client = ClaudeBatchHook(conn_id=self.conn_id).get_conn().with_options(max_retries=COUNT_RETRIES)
-        counted, sampled = 0, 0
-        for line in read_lines([run.path("sample", "requests.jsonl")]):
-            params = json.loads(line)["params"]
-            params.pop("max_tokens", None)  # count_tokens takes the prompt, not the answer's limit
-            try:
-                counted += client.messages.count_tokens(**params).input_tokens
-            except (anthropic.APIConnectionError, anthropic.APIStatusError) as error:
-                self.log.warning("count_tokens failed for one sample request, left out: %s", error)
-                continue
-            sampled += 1
-        if not sampled:
-            raise AirflowException("count_tokens failed for every sample request; retry this task")
-        answered, output_tokens = 0, 0
-        for line in read_lines([ObjectStoragePath(part) for part in self.sample["results"]]):
-            result = json.loads(line)["result"]
-            if result["type"] == "succeeded":
-                answered += 1
-                output_tokens += (result["message"].get("usage") or {}).get("output_tokens") or 0
-        per_output = output_tokens / answered if answered else float(spec.max_tokens)
-        sample_usage = Usage(input_tokens=counted, output_tokens=round(per_output * sampled))
+        facts = sample_cost_facts(spec, self.sample)
+        if facts is None:
+            raise AirflowFailException(
+                f"No sample request of {spec.name} was answered, so the run's cost cannot be foreseen; "
+                "see sample_validate's log, then clear sample_validate."
+            )
+        to_send = max(run.input_count - facts.published, 0)
+        bulk = estimate_run_cost(
+            facts,
+            run.input_count,
+            _shards_foreseen(run, spec, to_send),
+            spec.model,
+            run.route is Route.BATCH,
+            spec.prompt.cache_ttl,
+            spec.price_table(),
+        )
         estimate = CostEstimate(
-            estimated_usd=projected_cost_usd(
-                sample_usage,
-                sampled,
-                run.input_count,
-                spec.model,
-                run.route is Route.BATCH,
-                spec.price_table(),
-            ),
+            estimated_usd=bulk.estimated_usd,
+            sample_usd=bulk.sample_usd,
             volume=run.input_count,
-            sampled=sampled,
-            input_tokens_per_request=counted / sampled,
-            output_tokens_per_request=per_output,
+            sampled=facts.answered,
+            from_sample=facts.published,
+            to_send=bulk.to_send,
+            per_request=bulk.per_request,
+            repairs=bulk.repairs,
+            cache_writes=bulk.cache_writes,
             route=run.route,
             budget_usd=budget.usd if budget else None,
             action=budget.action if budget else None,

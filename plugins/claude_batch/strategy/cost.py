@@ -148,15 +148,87 @@ def run_cost(batch_usage: Usage, sync_usage: Usage, model: str, prices: PriceTab
     )
 
 
-def projected_cost_usd(
-    sample_usage: Usage,
-    sample_count: int,
+class SampleCostFacts(BaseModel):
+    """What the sample's answers tell about the cost of one request, and what the sample cost.
+
+    :param usage: the billed tokens of every sampled request that was answered.
+    :param answered: sampled requests answered (valid or not: both are billed).
+    :param invalid: answered requests whose answer was not a valid output (a repair round resends them).
+    :param published: valid answers published as the run's outputs (their records are not resent).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    usage: Usage
+    answered: int = Field(gt=0)
+    invalid: int = Field(default=0, ge=0)
+    published: int = Field(default=0, ge=0)
+
+
+class BulkEstimate(BaseModel):
+    """A run's foreseen cost: the sample as paid, the rest from the sample's real usage per request.
+
+    :param to_send: requests the bulk will send (the input less the sample's published answers).
+    :param per_request: the sample's mean usage per answered request.
+    :param cache_writes: prefix writes foreseen (one per shard: a batch may run after the cache expired).
+    :param repairs: answers foreseen invalid (the sample's share), each resent once.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_usd: float
+    bulk_usd: float
+    to_send: int
+    per_request: Usage
+    cache_writes: int
+    repairs: int
+
+    @property
+    def estimated_usd(self) -> float:
+        return self.sample_usd + self.bulk_usd
+
+
+def estimate_run_cost(
+    sample: SampleCostFacts,
     volume: int,
+    shards: int,
     model: str,
     batch: bool,
+    cache_ttl: str = "5m",
     prices: PriceTable | None = None,
-) -> float:
-    """The bulk cost foreseen from a sample: its mean cost per request times ``volume``."""
-    if sample_count <= 0:
-        raise ValueError("a projection needs at least one sampled request")
-    return cost_usd(sample_usage, model, batch, prices) / sample_count * volume
+) -> BulkEstimate:
+    """The run's cost foreseen from the sample's own answers, priced for the route.
+
+    Each request of the bulk is the sample's mean request: the same uncached input and output, and
+    the shared prefix (the sample's cache writes and reads per request) read from the cache, which the
+    sample warmed; each shard may have to write it once more. Invalid answers are resent once, at
+    the sample's rate. The sample itself is counted as paid (synchronously, at the standard price).
+    """
+    n = sample.answered
+    mean = sample.usage
+    prefix = (mean.cache_creation_input_tokens + mean.cache_read_input_tokens) / n
+    per_request = Usage(
+        input_tokens=round(mean.input_tokens / n),
+        output_tokens=round(mean.output_tokens / n),
+        cache_read_input_tokens=round(prefix),
+    )
+    to_send = max(volume - sample.published, 0)
+    repairs = round(to_send * sample.invalid / n)
+    sends = to_send + repairs
+    cache_writes = min(shards, sends) if prefix else 0
+    one_hour = cache_ttl == "1h"
+    bulk = Usage(
+        input_tokens=per_request.input_tokens * sends,
+        output_tokens=per_request.output_tokens * sends,
+        cache_read_input_tokens=per_request.cache_read_input_tokens * (sends - cache_writes),
+        cache_creation_input_tokens=round(prefix) * cache_writes,
+        cache_creation_1h_input_tokens=round(prefix) * cache_writes if one_hour else 0,
+    )
+    return BulkEstimate(
+        sample_usd=cost_usd(sample.usage, model, batch=False, prices=prices),
+        bulk_usd=cost_usd(bulk, model, batch=batch, prices=prices) if sends else 0.0,
+        to_send=to_send,
+        per_request=per_request,
+        cache_writes=cache_writes,
+        repairs=repairs,
+    )

@@ -6,11 +6,12 @@ from hypothesis import strategies as st
 
 from claude_batch.strategy.cost import (
     ModelPrice,
+    SampleCostFacts,
     UnknownModelPriceError,
     Usage,
     cost_usd,
     default_price_table,
-    projected_cost_usd,
+    estimate_run_cost,
     run_cost,
 )
 
@@ -103,9 +104,35 @@ def test_a_run_costs_batch_price_for_batch_tokens_and_full_price_for_sync_ones()
     assert cost.saving_usd == pytest.approx(22.5)
 
 
-def test_projection_scales_the_sample_cost_to_the_volume() -> None:
-    sample = Usage(input_tokens=50 * 1000, output_tokens=50 * 200)
-    projected = projected_cost_usd(sample, 50, 10_000, "claude-sonnet-4-5", batch=True)
-    assert projected == pytest.approx(10_000 * (1000 * 3 + 200 * 15) / MILLION * 0.5)
-    with pytest.raises(ValueError, match="at least one"):
-        projected_cost_usd(sample, 0, 10, "claude-sonnet-4-5", batch=True)
+def test_the_estimate_is_the_sample_as_paid_plus_its_mean_request_for_the_rest() -> None:
+    # 100 answered: the first wrote the 2,000-token prefix (1 h), the others read it.
+    usage = Usage(
+        input_tokens=100 * 1000,
+        output_tokens=100 * 200,
+        cache_creation_input_tokens=2000,
+        cache_creation_1h_input_tokens=2000,
+        cache_read_input_tokens=99 * 2000,
+    )
+    facts = SampleCostFacts(usage=usage, answered=100, invalid=2, published=98)
+    estimate = estimate_run_cost(facts, 10_098, 2, "claude-sonnet-4-5", batch=True, cache_ttl="1h")
+
+    assert estimate.sample_usd == pytest.approx(cost_usd(usage, "claude-sonnet-4-5", batch=False))
+    assert (estimate.to_send, estimate.repairs, estimate.cache_writes) == (10_000, 200, 2)
+    assert estimate.per_request == Usage(input_tokens=1000, output_tokens=200, cache_read_input_tokens=2000)
+    sends = 10_200
+    bulk = Usage(
+        input_tokens=1000 * sends,
+        output_tokens=200 * sends,
+        cache_read_input_tokens=2000 * (sends - 2),
+        cache_creation_input_tokens=4000,
+        cache_creation_1h_input_tokens=4000,
+    )
+    assert estimate.bulk_usd == pytest.approx(cost_usd(bulk, "claude-sonnet-4-5", batch=True))
+    assert estimate.estimated_usd == pytest.approx(estimate.sample_usd + estimate.bulk_usd)
+
+
+def test_a_night_the_sample_answered_in_full_costs_the_sample() -> None:
+    facts = SampleCostFacts(usage=Usage(input_tokens=3000, output_tokens=600), answered=30, published=30)
+    estimate = estimate_run_cost(facts, 30, 1, "claude-sonnet-4-5", batch=True)
+    assert (estimate.to_send, estimate.bulk_usd) == (0, 0.0)
+    assert estimate.estimated_usd == pytest.approx(cost_usd(facts.usage, "claude-sonnet-4-5", batch=False))
