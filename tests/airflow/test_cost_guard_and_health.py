@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 from claude_batch.strategy.spec import BudgetSpec
@@ -80,3 +81,50 @@ def test_health_threshold_breach_fails_the_run_naming_the_class_and_share(pipeli
     )
     assert "above the fail threshold 5.0%" in signal["message"]
     assert "outgrowing the context window" in signal["message"]
+
+
+def test_count_tokens_only_for_records_outside_the_samples_sizes(pipeline_for) -> None:
+    from claude_batch.strategy.cost import SHAPE_MARGIN
+
+    pipeline = pipeline_for()
+    loans = pipeline.loan_input(150)
+    # Ten loan files 2 to 11 times the usual size: most fall outside the sizes a sample of 30 covers.
+    lines = loans.read_text().splitlines()
+    for index in range(10):
+        record = json.loads(lines[index * 15])
+        record["loan_file_id"], record["text"] = f"9{index:05d}", record["text"] * (index + 2)
+        lines.append(json.dumps(record))
+    loans.write_text("\n".join(lines) + "\n")
+
+    dag_run = pipeline.run(
+        "loan_disclosure_review",
+        loans,
+        sample_size=30,
+        spec_changes=lambda s: s.model_copy(update={"budget": BudgetSpec(usd=1000)}),
+    )
+
+    assert dag_run.state == "success"
+    sampled = {
+        json.loads(line)["custom_id"]
+        for line in (
+            pipeline.tmp_path / "data" / "loan_disclosure_review" / "2026-06-07" / "sample" / "requests.jsonl"
+        )
+        .read_text()
+        .splitlines()
+    }
+    sizes = {
+        f"loan-2026-06-07-{json.loads(line)['loan_file_id']}": len(json.loads(line)["text"]) for line in lines
+    }
+    smallest, largest = min(sizes[c] for c in sampled), max(sizes[c] for c in sampled)
+    outside = [
+        c
+        for c, size in sizes.items()
+        if c not in sampled and not smallest * (1 - SHAPE_MARGIN) <= size <= largest * (1 + SHAPE_MARGIN)
+    ]
+    assert outside  # the seed leaves some of the long files out of the sample
+    assert pipeline.emulator.stats()["count_tokens_calls"] == len(outside)
+    report = _run_of(pipeline).report
+    guard = next(lever for lever in report["levers"] if lever["lever"] == "cost guard")
+    assert f"{len(outside)} records outside its sizes counted, 0 extrapolated" in guard["rationale"]
+    estimated, actual = (float(part.split("$")[1]) for part in guard["value"].split(", "))
+    assert abs(estimated - actual) <= 0.15 * actual

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import anthropic
+from airflow.providers.anthropic.hooks.anthropic import FIRST_PARTY_PLATFORMS
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from pydantic import BaseModel, ConfigDict
 
-from claude_batch.operators.run import RunContext, read_lines
-from claude_batch.strategy.cost import SampleCostFacts, Usage, estimate_run_cost
+from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.operators.run import RunContext, read_input, read_lines
+from claude_batch.operators.shard import sample_answers
+from claude_batch.strategy.cost import InputShape, SampleCostFacts, Usage, estimate_run_cost
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.report import Lever
+from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.routing import Route
+from claude_batch.strategy.sharding import valid_records
 from claude_batch.strategy.spec import BudgetSpec, WorkloadSpec
+
+# Records outside the sample's shape counted exactly (count_tokens is free; this bounds the time it
+# takes); the rest are extrapolated from the sample, and the estimate says how many.
+MAX_COUNTED = 400
+# The SDK's retries per count_tokens call (it honours retry-after).
+COUNT_RETRIES = 6
+# What count_tokens takes of a request's params (no max_tokens, no sampling parameters).
+COUNT_TOKENS_PARAMS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "cache_control"}
+)
 
 
 class CostEstimate(BaseModel):
@@ -26,6 +43,9 @@ class CostEstimate(BaseModel):
     :param to_send: requests the bulk will send (the input less the sample's published answers).
     :param per_request: the sample's mean billed tokens per answered request.
     :param repairs: answers foreseen invalid at the sample's rate, each resent once.
+    :param counted: records outside the sample's sizes whose input was counted with count_tokens.
+    :param extrapolated: records outside the sample's sizes extrapolated (over the count limit, or
+        a connection without count_tokens).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -39,6 +59,8 @@ class CostEstimate(BaseModel):
     per_request: Usage
     repairs: int
     cache_writes: int
+    counted: int = 0
+    extrapolated: int = 0
     route: Route
     budget_usd: float | None
     action: str | None
@@ -57,7 +79,8 @@ class CostEstimate(BaseModel):
             f"{self.from_sample} published) + {self.to_send} requests by {self.route.value} "
             f"(+{self.repairs} repairs) at the sample's usage per request: {tokens.input_tokens:,} input, "
             f"{tokens.output_tokens:,} output, {tokens.cache_read_input_tokens:,} cached prefix read "
-            f"({self.cache_writes} prefix writes); {budget}"
+            f"({self.cache_writes} prefix writes); input by record size against the sample's, "
+            f"{self.counted} records outside its sizes counted, {self.extrapolated} extrapolated; {budget}"
         )
 
 
@@ -72,23 +95,87 @@ def estimate_lever(estimate: dict, actual_usd: float) -> Lever:
     )
 
 
-def sample_cost_facts(spec: WorkloadSpec, sample: dict) -> SampleCostFacts | None:
-    """The sample's billed usage and answers, from its result files (None when nothing was answered)."""
-    usage, answered, invalid = Usage(), 0, 0
+def sample_cost_facts(spec: WorkloadSpec, sample: dict) -> tuple[SampleCostFacts, dict[str, int]] | None:
+    """The sample's billed usage and answers, from its result files, with each answered request's
+    uncached input tokens by custom_id (None when nothing was answered)."""
+    usage, invalid = Usage(), 0
+    input_tokens: dict[str, int] = {}
     output_model = spec.output_model()
     for line in read_lines([ObjectStoragePath(part) for part in sample["results"]]):
-        result = json.loads(line)["result"]
-        if result["type"] != "succeeded":
+        data = json.loads(line)
+        result = data["result"]
+        if result["type"] != "succeeded" or data["custom_id"] in input_tokens:
             continue
-        answered += 1
-        usage = usage + Usage.from_api(result["message"].get("usage") or {})
+        billed = Usage.from_api(result["message"].get("usage") or {})
+        input_tokens[data["custom_id"]] = billed.input_tokens
+        usage = usage + billed
         if parse_output(message_text(result["message"]), output_model).value is None:
             invalid += 1
-    if not answered:
+    if not input_tokens:
         return None
-    return SampleCostFacts(
-        usage=usage, answered=answered, invalid=invalid, published=sample.get("answered", 0)
+    facts = SampleCostFacts(
+        usage=usage, answered=len(input_tokens), invalid=invalid, published=sample.get("answered", 0)
     )
+    return facts, input_tokens
+
+
+class _Extremes:
+    """The ``keep`` smallest and the ``keep`` largest records seen: those that may lie outside the
+    sample's shape, kept to be counted (memory stays bounded whatever the input)."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._heaps: tuple[list[tuple[int, int, Any]], list[tuple[int, int, Any]]] = ([], [])
+        self._seen = 0
+
+    def add(self, size: int, record: Any) -> None:
+        self._seen += 1
+        for heap, key in zip(self._heaps, (size, -size), strict=True):
+            if len(heap) < self._keep:
+                heapq.heappush(heap, (key, self._seen, record))
+            elif key > heap[0][0]:
+                heapq.heapreplace(heap, (key, self._seen, record))
+
+    def outside(self, shape: InputShape) -> list[tuple[int, Any]]:
+        """(size, record) of each kept record the shape does not cover."""
+        found = {seen: (abs(key), record) for heap in self._heaps for key, seen, record in heap}
+        return [(size, record) for size, record in found.values() if not shape.covers(size)]
+
+
+def bulk_input_tokens(
+    spec: WorkloadSpec,
+    run: RunContext,
+    sampled_tokens: dict[str, int],
+    published: set[str],
+    prefix_tokens: float,
+    count: Callable[[dict[str, Any]], int] | None,
+) -> tuple[int, int, int, int]:
+    """Uncached input tokens of the records still to send, from their sizes against the sample's shape.
+
+    Returns (tokens, records to send, records outside the shape counted with ``count``, records
+    outside it extrapolated: over ``MAX_COUNTED``, or ``count`` is None on this connection).
+    """
+    sampled: list[tuple[int, int]] = []
+    sizes: list[int] = []
+    extremes = _Extremes(MAX_COUNTED // 2)
+    for item in valid_records(spec, read_input(spec, run.input_uri), run.run_date):
+        size = sum(len(str(getattr(item.record, field))) for field in spec.text_fields)
+        if item.custom_id in sampled_tokens:
+            sampled.append((size, sampled_tokens[item.custom_id]))
+        if item.custom_id not in published:
+            sizes.append(size)
+            extremes.add(size, item.record)
+    shape = InputShape(sampled)
+    tokens = sum(shape.tokens(size) for size in sizes)
+    outside = sum(1 for size in sizes if not shape.covers(size))
+    counted = 0
+    if count is not None:
+        builder = request_builder(spec)
+        for size, record in extremes.outside(shape):
+            params = {k: v for k, v in builder.params(record).items() if k in COUNT_TOKENS_PARAMS}
+            tokens += max(count(params) - prefix_tokens, 0) - shape.tokens(size)
+            counted += 1
+    return round(tokens), len(sizes), counted, outside - counted
 
 
 def _shards_foreseen(run: RunContext, spec: WorkloadSpec, to_send: int) -> int:
@@ -103,10 +190,12 @@ def _shards_foreseen(run: RunContext, spec: WorkloadSpec, to_send: int) -> int:
 class CostGuardOperator(BaseOperator):
     """Estimate the run's cost from the sample's own answers and compare it with the spec's ``budget``.
 
-    The sample was paid for and answered with the run's real prompts: its billed tokens per request
-    (uncached input, output, and the cached prefix) are what every other request will cost, priced
-    for the route chosen, with the prefix read from the cache the sample warmed (one write per shard
-    foreseen) and the sample's share of invalid answers resent once. The sample's published answers
+    The sample was paid for and answered with the run's real prompts: its billed tokens are what the
+    other requests will cost, priced for the route chosen. Uncached input goes by each record's size
+    (its text fields) along the line through the sample's records; a record outside the sizes the
+    sample covered is counted with count_tokens instead. Output is the sample's mean, the shared
+    prefix is read from the cache the sample warmed (one write per shard foreseen), and the sample's
+    share of invalid answers is resent once. The sample's published answers
     are not sent again. Over budget with ``action: fail`` fails this task before any batch exists;
     ``warn`` logs and goes on. The estimate is this task's return value, for publish to set against
     the actual cost.
@@ -114,7 +203,8 @@ class CostGuardOperator(BaseOperator):
     :param run: the route stage's run context.
     :param sample: the sample stage's return value (its result files and published answers).
     :param budget: the spec's ``budget`` as the DAG was built with it (``{usd, action}``), or None.
-    :param conn_id: Airflow connection of type ``anthropic`` (unused: the estimate makes no call).
+    :param conn_id: Airflow connection of type ``anthropic`` (count_tokens for records outside the
+        sample's sizes; none on a connection that does not serve it).
     """
 
     template_fields: Sequence[str] = ("run", "sample")
@@ -134,20 +224,44 @@ class CostGuardOperator(BaseOperator):
         self.budget = budget
         self.conn_id = conn_id
 
+    def _counter(self) -> Callable[[dict[str, Any]], int] | None:
+        """count_tokens on this connection, or None where it is not served (Bedrock, Vertex, Foundry)."""
+        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        if hook.platform not in FIRST_PARTY_PLATFORMS:
+            return None
+        client = hook.get_conn().with_options(max_retries=COUNT_RETRIES)
+
+        def count(params: dict[str, Any]) -> int:
+            try:
+                return client.messages.count_tokens(**params).input_tokens
+            except (anthropic.APIConnectionError, anthropic.APIStatusError) as error:
+                raise AirflowException(
+                    f"count_tokens failed after its retries; retry this task: {error}"
+                ) from error
+
+        return count
+
     def execute(self, context: Any) -> dict:
         run = RunContext.of(self.run)
         spec = run.spec()
         budget = BudgetSpec.model_validate(self.budget) if self.budget else None
-        facts = sample_cost_facts(spec, self.sample)
-        if facts is None:
+        answers = sample_cost_facts(spec, self.sample)
+        if answers is None:
             raise AirflowFailException(
                 f"No sample request of {spec.name} was answered, so the run's cost cannot be foreseen; "
                 "see sample_validate's log, then clear sample_validate."
             )
-        to_send = max(run.input_count - facts.published, 0)
+        facts, sampled_tokens = answers
+        prefix = (
+            facts.usage.cache_creation_input_tokens + facts.usage.cache_read_input_tokens
+        ) / facts.answered
+        input_tokens, to_send, counted, extrapolated = bulk_input_tokens(
+            spec, run, sampled_tokens, sample_answers(run), prefix, self._counter()
+        )
         bulk = estimate_run_cost(
             facts,
-            run.input_count,
+            to_send + facts.published,
+            input_tokens,
             _shards_foreseen(run, spec, to_send),
             spec.model,
             run.route is Route.BATCH,
@@ -164,6 +278,8 @@ class CostGuardOperator(BaseOperator):
             per_request=bulk.per_request,
             repairs=bulk.repairs,
             cache_writes=bulk.cache_writes,
+            counted=counted,
+            extrapolated=extrapolated,
             route=run.route,
             budget_usd=budget.usd if budget else None,
             action=budget.action if budget else None,

@@ -8,6 +8,7 @@ reads 0.1x. The API reports ``input_tokens`` without the cached tokens, so the f
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -188,9 +189,44 @@ class BulkEstimate(BaseModel):
         return self.sample_usd + self.bulk_usd
 
 
+SHAPE_MARGIN = 0.1
+"""How far beyond the sampled sizes a record still counts as the sample's shape (10 %)."""
+
+
+class InputShape:
+    """Uncached input tokens of the records to send, foreseen from the sample's records.
+
+    A record's size is the length of its text fields. The sample's records give sizes with their
+    billed uncached input tokens, and a line through them (least squares) gives any record's tokens
+    from its size, within the sizes the sample covered. A record outside them is not the sample's
+    shape: its tokens are counted (``count_tokens``) rather than extrapolated.
+    """
+
+    def __init__(self, sampled: Iterable[tuple[int, int]]) -> None:
+        points = list(sampled)
+        if not points:
+            raise ValueError("the shape of the input needs at least one sampled record")
+        sizes = [size for size, _ in points]
+        self.smallest, self.largest = min(sizes), max(sizes)
+        tokens = [n for _, n in points]
+        if self.smallest == self.largest:
+            self._slope, self._intercept = 0.0, sum(tokens) / len(tokens)
+        else:
+            self._slope, self._intercept = statistics.linear_regression(sizes, tokens)
+
+    def covers(self, size: int) -> bool:
+        """Within the sampled sizes, give or take ``SHAPE_MARGIN``."""
+        return self.smallest * (1 - SHAPE_MARGIN) <= size <= self.largest * (1 + SHAPE_MARGIN)
+
+    def tokens(self, size: int) -> float:
+        """Uncached input tokens of a record of ``size`` (extrapolated outside the sampled sizes)."""
+        return max(self._intercept + self._slope * size, 0.0)
+
+
 def estimate_run_cost(
     sample: SampleCostFacts,
     volume: int,
+    bulk_input_tokens: int,
     shards: int,
     model: str,
     batch: bool,
@@ -199,26 +235,29 @@ def estimate_run_cost(
 ) -> BulkEstimate:
     """The run's cost foreseen from the sample's own answers, priced for the route.
 
-    Each request of the bulk is the sample's mean request: the same uncached input and output, and
-    the shared prefix (the sample's cache writes and reads per request) read from the cache, which the
-    sample warmed; each shard may have to write it once more. Invalid answers are resent once, at
-    the sample's rate. The sample itself is counted as paid (synchronously, at the standard price).
+    :param bulk_input_tokens: uncached input tokens of the records still to send (``InputShape``).
+
+    Each request of the bulk has the sample's mean output and reads the shared prefix (the sample's
+    cache writes and reads per request) from the cache the sample warmed; each shard may have to
+    write it once more. Invalid answers are resent once, at the sample's rate. The sample itself is
+    counted as paid (synchronously, at the standard price).
     """
     n = sample.answered
     mean = sample.usage
     prefix = (mean.cache_creation_input_tokens + mean.cache_read_input_tokens) / n
+    to_send = max(volume - sample.published, 0)
     per_request = Usage(
-        input_tokens=round(mean.input_tokens / n),
+        input_tokens=round(bulk_input_tokens / to_send) if to_send else 0,
         output_tokens=round(mean.output_tokens / n),
         cache_read_input_tokens=round(prefix),
     )
-    to_send = max(volume - sample.published, 0)
     repairs = round(to_send * sample.invalid / n)
     sends = to_send + repairs
     cache_writes = min(shards, sends) if prefix else 0
     one_hour = cache_ttl == "1h"
+    repaired_input = round(per_request.input_tokens * repairs)
     bulk = Usage(
-        input_tokens=per_request.input_tokens * sends,
+        input_tokens=bulk_input_tokens + repaired_input,
         output_tokens=per_request.output_tokens * sends,
         cache_read_input_tokens=per_request.cache_read_input_tokens * (sends - cache_writes),
         cache_creation_input_tokens=round(prefix) * cache_writes,

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from claude_batch.strategy.cost import (
+    InputShape,
     ModelPrice,
     SampleCostFacts,
     UnknownModelPriceError,
@@ -114,7 +115,9 @@ def test_the_estimate_is_the_sample_as_paid_plus_its_mean_request_for_the_rest()
         cache_read_input_tokens=99 * 2000,
     )
     facts = SampleCostFacts(usage=usage, answered=100, invalid=2, published=98)
-    estimate = estimate_run_cost(facts, 10_098, 2, "claude-sonnet-4-5", batch=True, cache_ttl="1h")
+    estimate = estimate_run_cost(
+        facts, 10_098, 10_000 * 1000, 2, "claude-sonnet-4-5", batch=True, cache_ttl="1h"
+    )
 
     assert estimate.sample_usd == pytest.approx(cost_usd(usage, "claude-sonnet-4-5", batch=False))
     assert (estimate.to_send, estimate.repairs, estimate.cache_writes) == (10_000, 200, 2)
@@ -133,6 +136,27 @@ def test_the_estimate_is_the_sample_as_paid_plus_its_mean_request_for_the_rest()
 
 def test_a_night_the_sample_answered_in_full_costs_the_sample() -> None:
     facts = SampleCostFacts(usage=Usage(input_tokens=3000, output_tokens=600), answered=30, published=30)
-    estimate = estimate_run_cost(facts, 30, 1, "claude-sonnet-4-5", batch=True)
+    estimate = estimate_run_cost(facts, 30, 0, 1, "claude-sonnet-4-5", batch=True)
     assert (estimate.to_send, estimate.bulk_usd) == (0, 0.0)
     assert estimate.estimated_usd == pytest.approx(cost_usd(facts.usage, "claude-sonnet-4-5", batch=False))
+
+
+def test_the_input_shape_is_the_line_through_the_sampled_sizes() -> None:
+    shape = InputShape([(1000, 300), (2000, 550), (3000, 800)])
+    assert shape.tokens(1500) == pytest.approx(425)
+    # The sampled sizes give or take 10 %.
+    assert (shape.covers(900), shape.covers(3300), shape.covers(899), shape.covers(3301)) == (
+        True,
+        True,
+        False,
+        False,
+    )
+    # Outside the sampled sizes the line is extrapolated (the cost guard counts those records instead).
+    assert shape.tokens(5000) == pytest.approx(1300)
+
+
+def test_a_sample_of_one_size_gives_its_mean() -> None:
+    shape = InputShape([(800, 200), (800, 220)])
+    assert shape.tokens(800) == pytest.approx(210)
+    with pytest.raises(ValueError, match="at least one"):
+        InputShape([])
