@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import anthropic
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import select
 
 from claude_batch.strategy.batch_api import batch_request_total
 from claude_batch.strategy.report import RunReport
@@ -231,13 +232,26 @@ def test_store_on_postgresql_holds_the_same_run(pipeline_for, postgres_url) -> N
 
 
 def test_without_a_triggerer_the_wait_pokes_in_reschedule_mode(pipeline_for) -> None:
-    pipeline = pipeline_for(processing_seconds=2.0)
-    loans = pipeline.loan_input(100)
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
 
-    dag_run = pipeline.run("loan_disclosure_review", loans, deferrable=False)
+    # The batch takes 5 s: the first poke finds it in progress however slowly the wait task starts.
+    pipeline = pipeline_for(processing_seconds=5.0)
+    loans = pipeline.loan_input(130)
+
+    # A sample of 30 is answered synchronously; the other 100 records go through the batch.
+    dag_run = pipeline.run("loan_disclosure_review", loans, sample_size=30, deferrable=False)
 
     assert dag_run.state == "success"
-    assert _report(pipeline).published == 100
+    assert _report(pipeline).published == 130
+    waits = [ti for ti in dag_run.get_task_instances() if ti.task_id == "shards.wait"]
+    assert len(waits) == 1 and waits[0].state == "success"
+    assert waits[0].next_method is None  # it never deferred: no trigger was involved
+    with create_session() as session:
+        reschedules = session.scalars(select(TaskReschedule).where(TaskReschedule.ti_id == waits[0].id)).all()
+    # Each poke that found the batch still running gave the worker slot back until the next poke.
+    assert len(reschedules) >= 1
+    assert all(r.reschedule_date > r.start_date for r in reschedules)
 
 
 def test_document_tagging_runs_from_its_own_spec(pipeline_for) -> None:
@@ -264,16 +278,17 @@ def test_the_report_names_the_recovery_route_the_ledger_ran_even_when_rerun_near
     # deadline is 40 minutes away: deciding afresh would say "sync" for round 1, but round 1 already
     # ran as a batch, so the re-run re-attaches to it and the report must say "batch".
     pipeline = pipeline_for(processing_seconds=0.5, faults={"requests": {"expired": 0.1}})
-    loans = pipeline.loan_input(100)
+    loans = pipeline.loan_input(130)  # a sample of 30, 100 in the batch
 
     def small_batches(spec):
         return spec.model_copy(update={"routing": spec.routing.model_copy(update={"min_batch_volume": 1})})
 
     runs = [
-        pipeline.run("loan_disclosure_review", loans, spec_changes=small_batches),
+        pipeline.run("loan_disclosure_review", loans, sample_size=30, spec_changes=small_batches),
         pipeline.run(
             "loan_disclosure_review",
             loans,
+            sample_size=30,
             spec_changes=small_batches,
             deadline=datetime.now(UTC) + timedelta(minutes=40),
         ),
@@ -294,12 +309,13 @@ def test_the_report_names_the_recovery_route_the_ledger_ran_even_when_rerun_near
 
 
 def test_a_recovery_round_passes_the_processing_queue_check_like_a_shard(pipeline_for, monkeypatch) -> None:
-    # Another night's batch of 55 requests starts while tonight's round 0 runs; the queue holds 60.
+    # Another night's batch of 55 requests starts while tonight's round 0 runs; the queue holds 55,
+    # so any recovery round overflows it while that batch counts.
     # Nobody waits on that batch, so only a queue check that polls what the ledger holds open can
     # record its end: recovery round 1 must make that check before it creates its batch.
-    monkeypatch.setenv("CLAUDE_BATCH_MAX_REQUESTS_IN_FLIGHT", "60")
+    monkeypatch.setenv("CLAUDE_BATCH_MAX_REQUESTS_IN_FLIGHT", "55")
     pipeline = pipeline_for(processing_seconds=2.0, faults={"requests": {"expired": 0.1}})
-    loans = pipeline.loan_input(100)
+    loans = pipeline.loan_input(130)  # a sample of 30, 100 in the batch
     store = pipeline.store()
     other_night = store.open_run("loan_disclosure_review", date(2026, 6, 6), "other-night")
     other_file = shard_file(pipeline.tmp_path, 0, list(loan_files(55)))
@@ -323,6 +339,7 @@ def test_a_recovery_round_passes_the_processing_queue_check_like_a_shard(pipelin
     dag_run = pipeline.run(
         "loan_disclosure_review",
         loans,
+        sample_size=30,
         spec_changes=lambda s: s.model_copy(
             update={"routing": s.routing.model_copy(update={"min_batch_volume": 1})}
         ),

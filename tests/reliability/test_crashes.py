@@ -13,12 +13,10 @@ then a clean re-run. ``CLAUDE_BATCH_LONG=1`` adds each boundary alone: crash the
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from claude_batch.store import Store
 from claude_batch.strategy.spec import load_workload
@@ -146,39 +144,30 @@ def test_a_run_killed_at_one_boundary_and_run_again_ends_with_every_record_once(
 
 
 def test_the_emulator_killed_while_results_download_is_survived_without_a_new_batch(pipeline_for) -> None:
-    # Every results call is held for 3 s: the emulator is SIGKILLed while one is in flight, and
-    # restarted (same state file) 2 s later; the download's retries bring the results home.
+    # Every results call is held for 3 s: the emulator is SIGKILLed while one is held (its stats count
+    # the held call when the hold starts) and restarted on the same state file; the download's
+    # retries bring the results home.
     pipeline = pipeline_for(
         processing_seconds=0.5, faults={"endpoints": {"results": {"slow": 1.0, "slow_seconds": 3}}}
     )
     loans = pipeline.loan_input(RECORDS)
-    engine = sa.create_engine(pipeline.store_url)
     killed = threading.Event()
+    run_over = threading.Event()
 
     def kill_mid_results() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                with engine.connect() as connection:
-                    ended = connection.execute(
-                        sa.text(
-                            "SELECT COUNT(*) FROM batch_attempts WHERE status = 'ended' AND batch_id IS NOT NULL"
-                        )
-                    ).scalar_one()
-            except sa.exc.OperationalError:  # the store is not migrated yet
-                ended = 0
-            if ended:  # partition marks the attempt ended right before it asks for the results
-                time.sleep(1.0)
+        while not run_over.is_set():
+            held = pipeline.emulator.stats()["http_faults_injected"].get("results", {}).get("slow", 0)
+            if held:
                 pipeline.emulator.kill()
                 killed.set()
-                time.sleep(2.0)
                 pipeline.emulator.restart()
                 return
-            time.sleep(0.05)
+            run_over.wait(0.05)
 
     killer = threading.Thread(target=kill_mid_results, daemon=True)
     killer.start()
     dag_run = pipeline.run(WORKLOAD, loans)
+    run_over.set()
     killer.join(timeout=30)
 
     assert killed.is_set()
@@ -192,4 +181,3 @@ def test_the_emulator_killed_while_results_download_is_survived_without_a_new_ba
     assert stats["http_faults_injected"]["results"]["slow"] >= 1
     assert store.accounting(run.id).balanced
     assert store.outputs_count(WORKLOAD, RUN_DATE) == RECORDS
-    engine.dispose()
