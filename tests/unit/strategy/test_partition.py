@@ -8,9 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claude_batch.strategy.cost import Usage
+from claude_batch.strategy.lines import split_lines
 from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.partition import (
     FAILURE_CLASSES,
+    RESULT_TOO_LARGE,
     FailureRecord,
     ResultClass,
     partition_results,
@@ -169,3 +171,30 @@ def test_every_expected_custom_id_ends_in_exactly_one_class(
     assert all(len(classes) == 1 for classes in ended_in.values())
     assert summary.accounted()
     assert summary.counts[ResultClass.UNKNOWN] == strangers + outcomes.count("duplicated")
+
+
+def test_a_result_line_over_the_cap_is_classified_by_its_custom_id_without_being_read(tmp_path: Path) -> None:
+    big = succeeded_line("loan-2", review_json("2") + " " * 5_000)
+    raw = "\n".join([succeeded_line("loan-1", review_json("1")), big, '{"result": "' + "x" * 5_000 + '"}'])
+    lines = split_lines([raw.encode() + b"\n"], 4_000)
+
+    summary = partition_results(lines, _manifest("1", "2"), LoanReview, tmp_path)
+
+    assert summary.accounted()
+    assert (summary.counts[ResultClass.SUCCEEDED], summary.counts[ResultClass.ERRORED]) == (1, 1)
+    assert summary.counts[ResultClass.UNKNOWN] == 1 and summary.counts[ResultClass.MISSING] == 0
+    failures = {f.custom_id: f for f in read_failures(tmp_path)}
+    assert failures["loan-2"].error_kind == RESULT_TOO_LARGE
+    assert "is not read or resent" in failures["loan-2"].message
+    assert "line 3" in failures[None].message
+
+
+def test_an_answer_the_store_cannot_hold_is_an_invalid_output(tmp_path: Path) -> None:
+    answer = json.loads(review_json("1"))
+    answer["rationale"] = "a NUL \u0000 in it"
+    summary = partition_results(
+        [succeeded_line("loan-1", json.dumps(answer))], _manifest("1"), LoanReview, tmp_path
+    )
+    assert summary.counts[ResultClass.INVALID_OUTPUT] == 1
+    (failure,) = read_failures(tmp_path)
+    assert "NUL character (U+0000), which the output store cannot hold" in failure.message
