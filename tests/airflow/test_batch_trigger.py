@@ -14,6 +14,7 @@ from airflow.sdk.module_loading import import_string
 from claude_batch.sensors.batch import BatchWaitSensor
 from claude_batch.triggers.batch import BatchEndedTrigger
 from claude_demo.loans import loan_files
+from claude_emulator.faults import EndpointFaults
 from claude_emulator.testing import EmulatorHandle, running_emulator
 from tests.airflow.submit_support import RUN_DATE, WORKLOAD, run_context, shard_file, submit_operator
 
@@ -114,17 +115,23 @@ async def test_unknown_batch_long_after_creation_yields_an_error_event(connect) 
     assert "does not exist" in events[0]["message"]
 
 
+def _seed_failing_the_first_polls(faults: EndpointFaults) -> int:
+    """A seed whose first poll answers 404 and whose second answers 500, from the emulator's own draws."""
+    for seed in range(10_000):
+        first, second = (faults.failure_for(seed, "retrieve_batch", call) for call in (1, 2))
+        if first == "not_found_after_create" and second == "api_error":
+            return seed
+    raise AssertionError("no seed fails the first two polls that way")
+
+
 async def test_transient_errors_and_the_early_404_are_tolerated(connect) -> None:
-    faults = {
-        "endpoints": {
-            "retrieve_batch": {
-                "api_error": 0.3,
-                "not_found_after_create": 0.5,
-                "not_found_window_seconds": 1.0,
-            }
-        }
-    }
-    emulator, client = connect(processing_seconds=1.5, faults=faults, seed=5)
+    # The 404 window is long enough that the first poll falls in it on any machine; the seed makes
+    # the first poll a 404 and the second a 500, so both are met whatever the timing.
+    retrieve_faults = {"api_error": 0.3, "not_found_after_create": 0.5, "not_found_window_seconds": 30.0}
+    seed = _seed_failing_the_first_polls(EndpointFaults.model_validate(retrieve_faults))
+    emulator, client = connect(
+        processing_seconds=1.5, faults={"endpoints": {"retrieve_batch": retrieve_faults}}, seed=seed
+    )
     batch = client.messages.batches.create(requests=REQUESTS)
 
     events = await _events(_trigger(batch.id, created_at=time.time()))

@@ -60,12 +60,21 @@ def test_warn_budget_goes_on_and_the_report_sets_the_estimate_against_the_actual
 
 
 def test_health_threshold_breach_fails_the_run_naming_the_class_and_share(pipeline_for, capfd) -> None:
-    # 10 % invalid_request_error against the spec's fail threshold of 5 %; the faults reach the
-    # synchronous sample too, so this seed is one whose 30-record sample passes the 90 % gate.
-    pipeline = pipeline_for(faults={"requests": {"errored": {"invalid_request_error": 0.1}}}, seed=1)
+    # 20 % invalid_request_error against the spec's fail threshold of 5 %. The faults reach the
+    # synchronous sample too, so the gate is lowered to 40 %: with any seed the sample passes and the
+    # share lands far above the threshold (a share under 5 % of 170 requests drawn at 20 % would
+    # take a 5-sigma draw).
+    pipeline = pipeline_for(faults={"requests": {"errored": {"invalid_request_error": 0.2}}})
     loans = pipeline.loan_input(200)
 
-    dag_run = pipeline.run("loan_disclosure_review", loans, sample_size=30)
+    dag_run = pipeline.run(
+        "loan_disclosure_review",
+        loans,
+        sample_size=30,
+        spec_changes=lambda s: s.model_copy(
+            update={"sample": s.sample.model_copy(update={"pass_gate": 0.4})}
+        ),
+    )
 
     assert dag_run.state == "failed"
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
@@ -73,7 +82,7 @@ def test_health_threshold_breach_fails_the_run_naming_the_class_and_share(pipeli
     run = _run_of(pipeline)
     assert run.status == "failed"
     signal = next(s for s in run.report["health"]["signals"] if s["cause"] == "invalid_request_error")
-    assert signal["level"] == "fail" and 0.05 < signal["share"] < 0.2
+    assert signal["level"] == "fail" and 0.05 < signal["share"] < 0.4
     share = f"{signal['share']:.1%}"
     log = capfd.readouterr()
     assert f"Health threshold breached (outputs are published): invalid_request_error is {share}" in (

@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import anthropic
 import pytest
+from anthropic.types.messages import MessageBatch
 
 from claude_emulator.testing import running_emulator
 from tests.unit.emulator.support import batch_request, sdk_client
 
 DAY = 24 * 3600
+# Far beyond any wait here, so a loaded machine slows these tests down and never fails them.
+PATIENCE_SECONDS = 120.0
+
+
+def _retrieve_when(
+    client: anthropic.Anthropic, batch_id: str, done: Callable[[MessageBatch], bool]
+) -> MessageBatch:
+    """Poll the batch until ``done`` holds for it: the emulator's clock moves with real time."""
+    give_up = time.monotonic() + PATIENCE_SECONDS
+    while not done(batch := client.messages.batches.retrieve(batch_id)):
+        assert time.monotonic() < give_up, f"batch {batch_id} never got there: {batch}"
+        time.sleep(0.02)
+    return batch
+
+
+def _ended(batch: MessageBatch) -> bool:
+    return batch.processing_status == "ended"
 
 
 def test_a_killed_emulator_restarted_on_its_state_still_serves_batches_and_results(tmp_path: Path) -> None:
@@ -20,7 +39,7 @@ def test_a_killed_emulator_restarted_on_its_state_still_serves_batches_and_resul
     with running_emulator(state=state, processing_seconds=0.5) as emulator:
         client = sdk_client(emulator)
         ended = client.messages.batches.create(requests=[batch_request(f"a-{i}") for i in range(5)])
-        time.sleep(0.5)
+        _retrieve_when(client, ended.id, _ended)
         before_crash = [line.model_dump() for line in client.messages.batches.results(ended.id)]
         in_flight = client.messages.batches.create(requests=[batch_request(f"b-{i}") for i in range(5)])
         port = emulator.base_url
@@ -30,14 +49,13 @@ def test_a_killed_emulator_restarted_on_its_state_still_serves_batches_and_resul
 
         assert emulator.base_url == port
         after_restart = [line.model_dump() for line in client.messages.batches.results(ended.id)]
-        time.sleep(0.5)
-        finished = client.messages.batches.retrieve(in_flight.id)
+        finished = _retrieve_when(client, in_flight.id, _ended)
         resubmitted = client.messages.batches.create(requests=[batch_request("a-0")])
         listed = [batch.id for batch in client.messages.batches.list()]
         stats = emulator.stats()
 
     assert after_restart == before_crash and len(before_crash) == 5
-    assert finished.processing_status == "ended" and finished.request_counts.succeeded == 5
+    assert finished.request_counts.succeeded == 5
     assert listed == [resubmitted.id, in_flight.id, ended.id]
     assert stats["batches_created"] == 3 and stats["custom_id_max_submissions"] == 2
 
@@ -66,13 +84,11 @@ def test_requests_unfinished_when_24_hours_pass_expire() -> None:
     with running_emulator(time_scale=DAY, processing_seconds=2 * DAY) as emulator:
         client = sdk_client(emulator)
         batch = client.messages.batches.create(requests=[batch_request(f"r-{i}") for i in range(40)])
-        in_progress = client.messages.batches.retrieve(batch.id)
-        time.sleep(1.1)
-        ended = client.messages.batches.retrieve(batch.id)
+        ended = _retrieve_when(client, batch.id, _ended)
         kinds = [line.result.type for line in client.messages.batches.results(batch.id)]
 
-    assert in_progress.processing_status == "in_progress"
-    assert ended.processing_status == "ended" and ended.ended_at == ended.expires_at
+    assert batch.processing_status == "in_progress"
+    assert ended.ended_at == ended.expires_at == batch.expires_at
     counts = ended.request_counts
     assert counts.expired > 0 and counts.succeeded > 0 and counts.expired + counts.succeeded == 40
     assert kinds.count("expired") == counts.expired
@@ -83,12 +99,10 @@ def test_results_are_archived_29_days_after_creation() -> None:
     with running_emulator(time_scale=2 * 29 * DAY) as emulator:
         client = sdk_client(emulator)
         batch = client.messages.batches.create(requests=[batch_request("r-1")])
-        fresh = client.messages.batches.retrieve(batch.id)
-        time.sleep(0.6)
-        archived = client.messages.batches.retrieve(batch.id)
+        archived = _retrieve_when(client, batch.id, lambda seen: seen.archived_at is not None)
 
         with pytest.raises(anthropic.NotFoundError, match="were archived"):
             client.messages.batches.results(batch.id)
 
-    assert fresh.archived_at is None
+    assert batch.archived_at is None
     assert archived.archived_at == batch.created_at + timedelta(days=29)
