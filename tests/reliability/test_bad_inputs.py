@@ -43,6 +43,7 @@ WHOLE_INPUTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "directory": (lambda path: path.mkdir(), "is a directory"),
     "gzip": (lambda path: path.write_bytes(gzip.compress(b'{"loan_file_id": "1"}\n')), "gzip-compressed"),
     "utf-16": (lambda path: path.write_bytes('{"loan_file_id": "1"}\n'.encode("utf-16")), "UTF-16"),
+    "pdf": (lambda path: path.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n"), "a PDF document"),
 }
 # Every record of this input is bad: the run quarantines each and says the input is at fault.
 NOTHING_VALID = (

@@ -121,6 +121,8 @@ _NOT_TEXT = (
     (b"\xff\xfe", "UTF-16 text", "re-export it as UTF-8"),
     (b"\xfe\xff", "UTF-16 text", "re-export it as UTF-8"),
     (b"PAR1", "a Parquet file", "export it as JSONL or CSV"),
+    (b"%PDF", "a PDF document", "export the records as JSONL or CSV"),
+    (b"\xd0\xcf\x11\xe0", "an Excel 97 (OLE) workbook", "save it as CSV (UTF-8)"),
 )
 
 
