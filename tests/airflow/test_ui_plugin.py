@@ -156,8 +156,8 @@ def test_a_user_limited_to_one_dag_sees_nothing_of_the_other(airflow_db, pipelin
     run_id = pipeline.store().run_of_date(WORKLOAD, date(2026, 6, 7)).id
     created = pipeline.emulator.stats()["messages_created"]
     with TestClient(api_server_app()) as scoped:
-        other = {"Authorization": f"Bearer {token_for('op', username='only:document_tagging')}"}
-        owner = {"Authorization": f"Bearer {token_for('op', username=f'only:{WORKLOAD}')}"}
+        other = {"Authorization": f"Bearer {token_for('op', username='only-document_tagging')}"}
+        owner = {"Authorization": f"Bearer {token_for('op', username=f'only-{WORKLOAD}')}"}
 
         index = scoped.get("/claude-batch/", headers=other)
         assert index.status_code == 200 and WORKLOAD not in index.text and "document_tagging" in index.text

@@ -49,7 +49,7 @@ from claude_batch.rerun import (
     UpstreamError,
 )
 from claude_batch.rerun import rerun_record as run_rerun
-from claude_batch.secrets import redact
+from claude_batch.redaction import redact
 from claude_batch.store import RerunConflictError, RunRecord, UnknownRunError
 from claude_batch.strategy.spec import bundled_workload_names, load_workload
 from claude_batch.ui.history import report_of, run_history

@@ -4,6 +4,9 @@ Airflow's secrets masker hides the values registered with it (the task SDK regis
 password when a task reads the connection; ``mask_connection`` does it in the api-server, which reads
 connections without the task SDK's help). On top of it, anything shaped like an Anthropic key is
 hidden, whoever's key it is: a gateway that echoes request headers may put one in an error body.
+
+(Not named ``secrets.py``: Airflow's plugins manager imports every file of the plugins folder as a
+top-level module, and one called ``secrets`` would shadow the standard library's.)
 """
 
 from __future__ import annotations
