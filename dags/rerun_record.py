@@ -15,8 +15,8 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from claude_batch.rerun import RerunRequest, rerun_record
 from claude_batch.redaction import redact
+from claude_batch.rerun import RerunRequest, rerun_record
 from claude_batch.strategy.spec import bundled_workload_names
 
 log = logging.getLogger(__name__)

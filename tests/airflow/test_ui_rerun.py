@@ -12,9 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
+from tests.airflow.browser import chromium_page
 from tests.airflow.conftest import API_KEY
 from tests.airflow.responsiveness import ResponsivenessProbe
-from tests.airflow.ui_support import api_server_app, serving, token_for
+from tests.airflow.ui_support import api_server_app, logged_in, serving, token_for
 
 WORKLOAD = "loan_disclosure_review"
 NIGHT = datetime(2026, 6, 7, 5, 0, tzinfo=UTC)
@@ -160,3 +161,51 @@ def test_the_run_page_shows_who_reran_what_and_counts_that_follow(night_with_qua
     # The re-runs table: who, which record, why, and what it replaced.
     assert '<td class="who">ana.lyst</td>' in after and "looked fixable" in after and key in after
     assert f"quarantine: {quarantined[0].quarantine_class}" in after
+
+
+def test_the_rerun_button_of_a_quarantined_row_publishes_it_and_the_counts_change_in_chromium(
+    night_with_quarantine, airflow_db, tmp_path
+) -> None:
+    pipeline, run, quarantined = night_with_quarantine
+    first = quarantined[0]
+    app = logged_in(api_server_app(), token_for("user", username="browser-analyst"))
+
+    with (
+        serving(app) as base_url,
+        chromium_page(
+            f"{base_url}/claude-batch/workloads/{WORKLOAD}/runs/{run.id}", tmp_path / "chromium"
+        ) as page,
+    ):
+        assert page.evaluate("document.getElementById('count-quarantined').textContent") == str(
+            len(quarantined)
+        )
+        assert page.evaluate("document.querySelectorAll('#quarantine button.rerun').length") == len(
+            quarantined
+        )
+        page.evaluate("document.getElementById('rerun-reason').value = 'fixed upstream'")
+        page.evaluate(
+            f"document.querySelector('button.rerun[data-business-key=\"{first.business_key}\"]').click()"
+        )
+
+        shown = page.wait_for(
+            "document.querySelector('#rerun-result h3.ok') && document.getElementById('rerun-result').innerText"
+        )
+        counts = page.wait_for(
+            f"document.getElementById('count-quarantined').textContent === '{len(quarantined) - 1}' && "
+            "[document.getElementById('count-published').textContent, document.getElementById('count-classes').textContent]"
+        )
+        rows = page.evaluate(
+            "[...document.querySelectorAll('#quarantine tr[data-business-key]')].map(r => r.dataset.businessKey)"
+        )
+        reruns = page.evaluate("document.getElementById('reruns').innerText")
+
+    # The answer as a result: the output's fields in a table, not a JSON document.
+    assert shown.startswith(f"Published {first.custom_id}") and "risk_level" in shown and "{" not in shown
+    assert int(counts[0]) == run_published(pipeline, run) and first.business_key not in rows
+    assert len(rows) == len(quarantined) - 1
+    assert "browser-analyst" in reruns and "fixed upstream" in reruns
+    assert pipeline.store().get_output(WORKLOAD, first.business_key, RUN_DATE).source == "rerun"
+
+
+def run_published(pipeline, run) -> int:
+    return pipeline.store().accounting(run.id).published

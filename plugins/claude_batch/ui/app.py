@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from claude_batch.hooks.store import get_store
+from claude_batch.redaction import redact
 from claude_batch.rerun import (
     InvalidAnswerError,
     RerunError,
@@ -49,7 +50,6 @@ from claude_batch.rerun import (
     UpstreamError,
 )
 from claude_batch.rerun import rerun_record as run_rerun
-from claude_batch.redaction import redact
 from claude_batch.store import RerunConflictError, RunRecord, UnknownRunError
 from claude_batch.strategy.spec import bundled_workload_names, load_workload
 from claude_batch.ui.history import report_of, run_history

@@ -16,6 +16,8 @@ import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from claude_batch.redaction import redact
+
 NOTE_CONN_ID = "airflow_api"
 # The dag_run_note table holds up to 1,000 characters.
 NOTE_MAX_CHARS = 1000
@@ -23,7 +25,8 @@ NOTE_MAX_CHARS = 1000
 
 def note_text(summary_lines: list[str]) -> str:
     """The report's summary as Markdown lines, cut to what a note holds."""
-    text = "\n".join(f"- {line}" for line in summary_lines)
+    # A note is shown to everyone who may read the DAG: an upstream's words in it are redacted.
+    text = redact("\n".join(f"- {line}" for line in summary_lines))
     return text if len(text) <= NOTE_MAX_CHARS else text[: NOTE_MAX_CHARS - 1] + "…"
 
 
@@ -42,7 +45,7 @@ def set_dag_run_note(dag_run: Any, text: str, log: logging.Logger, conn_id: str 
             headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
             client.patch(path, json={"note": text}, headers=headers).raise_for_status()
     except (httpx.HTTPError, KeyError, ValueError) as error:
-        log.warning("The DAG run note was not set through %s: %s", conn.host, error)
+        log.warning("The DAG run note was not set through %s: %s", conn.host, redact(error))
         return False
     log.info("DAG run note set from the run report")
     return True
