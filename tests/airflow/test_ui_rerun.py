@@ -163,6 +163,37 @@ def test_the_run_page_shows_who_reran_what_and_counts_that_follow(night_with_qua
     assert f"quarantine: {quarantined[0].quarantine_class}" in after
 
 
+def test_undo_puts_the_quarantine_row_back_once(night_with_quarantine, airflow_db) -> None:
+    pipeline, run, quarantined = night_with_quarantine
+    key = quarantined[0].business_key
+    undo_path = f"/claude-batch/api/workloads/{WORKLOAD}/runs/{run.id}/undo"
+    with TestClient(api_server_app()) as client:
+        rerun_id = client.post(
+            f"/claude-batch/api/workloads/{WORKLOAD}/rerun",
+            json={"business_key": key, "run_date": "2026-06-07"},
+            headers=_bearer("undo-analyst"),
+        ).json()["rerun_id"]
+
+        assert (
+            client.post(
+                undo_path, json={"rerun_id": rerun_id}, headers=_bearer("undo-viewer", "viewer")
+            ).status_code
+            == 403
+        )
+        undone = client.post(undo_path, json={"rerun_id": rerun_id}, headers=_bearer("undo-lead"))
+        again = client.post(undo_path, json={"rerun_id": rerun_id}, headers=_bearer("undo-lead"))
+        unknown = client.post(undo_path, json={"rerun_id": rerun_id + 1000}, headers=_bearer("undo-lead"))
+
+    assert undone.status_code == 200 and undone.json()["counts"]["quarantined"] == len(quarantined)
+    assert again.status_code == 409 and "only a published one is undone" in again.json()["detail"]
+    assert unknown.status_code == 404
+    store = pipeline.store()
+    assert store.get_output(WORKLOAD, key, RUN_DATE) is None
+    assert key in {row.business_key for row in store.quarantine_rows(run.id)}
+    [rerun] = store.reruns(run.id)
+    assert (rerun.status, rerun.undone_by) == ("undone", "undo-lead")
+
+
 def test_the_rerun_button_of_a_quarantined_row_publishes_it_and_the_counts_change_in_chromium(
     night_with_quarantine, airflow_db, tmp_path
 ) -> None:
@@ -209,3 +240,29 @@ def test_the_rerun_button_of_a_quarantined_row_publishes_it_and_the_counts_chang
 
 def run_published(pipeline, run) -> int:
     return pipeline.store().accounting(run.id).published
+
+
+def test_the_history_charts_keep_their_axes_inside_the_chart_in_chromium(
+    night_with_quarantine, airflow_db, tmp_path
+) -> None:
+    app = logged_in(api_server_app(), token_for("viewer", username="chart-reader"))
+
+    with (
+        serving(app) as base_url,
+        chromium_page(f"{base_url}/claude-batch/workloads/{WORKLOAD}", tmp_path / "chromium") as page,
+    ):
+        page.wait_for("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 10")
+        outside = page.evaluate(
+            """[...document.querySelectorAll('.chart')].flatMap(chart => {
+                 const box = chart.getBoundingClientRect();
+                 return [...chart.querySelectorAll('.xtick text, .ytick text, .y2tick text, .g-xtitle text, .g-ytitle text, .g-y2title text')]
+                   .filter(label => {
+                     const r = label.getBoundingClientRect();
+                     return r.width > 0 && (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1);
+                   })
+                   .map(label => chart.id + ': ' + label.textContent);
+               })"""
+        )
+        labels = page.evaluate("document.querySelectorAll('.chart .ytick text').length")
+
+    assert labels > 0 and outside == []
