@@ -31,6 +31,8 @@ class RequestBuilder:
     :param base_dir: folder the template paths are relative to.
     :param cache_ttl: ``5m`` or ``1h``; used only when ``cache_system_prefix``.
     :param options_json: ``WorkloadSpec.request_options()`` as JSON (hashable, for the builder cache).
+    :param token_factor: the model's tokens per generation-1 token (its tokenizer, from models.yaml),
+        for size estimates made without count_tokens.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class RequestBuilder:
         max_tokens: int,
         input_schema: str,
         options_json: str = "{}",
+        token_factor: float = 1.0,
     ) -> None:
         environment = prompt_environment(base_dir)
         self.system_text = environment.get_template(system_template).render()
@@ -62,6 +65,7 @@ class RequestBuilder:
         self._max_tokens = max_tokens
         self._input_model = import_model(input_schema)
         self._options_json = options_json
+        self.token_factor = token_factor
         self._line_parts = self._request_line_parts()
 
     def _request_line_parts(self) -> tuple[bytes, bytes, bytes]:
@@ -124,6 +128,7 @@ def _cached_builder(
     max_tokens: int,
     input_schema: str,
     options_json: str,
+    token_factor: float,
 ) -> RequestBuilder:
     return RequestBuilder(
         base_dir,
@@ -135,6 +140,7 @@ def _cached_builder(
         max_tokens,
         input_schema,
         options_json,
+        token_factor,
     )
 
 
@@ -151,6 +157,7 @@ def request_builder(spec: WorkloadSpec) -> RequestBuilder:
         spec.max_tokens,
         spec.input_schema,
         json.dumps(spec.request_options(), sort_keys=True),
+        spec.capability_table().token_factor(spec.model),
     )
 
 

@@ -43,7 +43,8 @@ from claude_batch.strategy.spec import BATCH_BODY_OVERHEAD, MAX_BATCH_BYTES, MAX
 from claude_batch.strategy.storable import storable, unstorable
 
 BYTES_PER_TOKEN = 4
-"""Prompt bytes per token for the context-window estimate. English prose runs near 4; text with
+"""Prompt bytes per token for the context-window estimate (times the model's tokenizer factor from
+models.yaml: 4.7 and later make about 30 % more tokens of the same text). English prose runs near 4; text with
 more tokens per byte is caught by the API instead (an errored request, not billed, which recovery
 trims or quarantines), so the estimate errs towards sending rather than towards a false quarantine."""
 
@@ -198,7 +199,9 @@ def request_line(
         user_text = builder.user_text(checked.record)
     except jinja2.TemplateError as error:
         return _problem(checked, QuarantineClass.RENDER_FAILED, f"the user template failed: {error}")
-    estimated_tokens = math.ceil((builder.system_bytes + len(user_text.encode())) / BYTES_PER_TOKEN)
+    estimated_tokens = math.ceil(
+        (builder.system_bytes + len(user_text.encode())) / BYTES_PER_TOKEN * builder.token_factor
+    )
     if estimated_tokens + spec.max_tokens > spec.context_window_tokens:
         return _problem(
             checked,

@@ -138,6 +138,23 @@ def test_prompt_over_the_context_window_is_quarantined(tmp_path: Path) -> None:
     assert "exceeds the context window of 3000" in entry.reason
 
 
+def test_a_newer_tokenizer_counts_the_same_text_as_more_tokens(tmp_path: Path) -> None:
+    # About 2,500 tokens by bytes: within 4,000 for Sonnet 4.6, over it with Opus 4.7's 1.3x tokenizer.
+    text = "x" * 3000
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    older = _shard(
+        make_spec(context_window_tokens=4000, max_tokens=1024), tmp_path / "a", [loan("1", text=text)]
+    )
+    newer = _shard(
+        make_spec(model="claude-opus-4-7", context_window_tokens=4000, max_tokens=1024),
+        tmp_path / "b",
+        [loan("1", text=text)],
+    )
+    assert (older.requests, newer.requests) == (1, 0)
+    assert _quarantine(newer)[0].quarantine_class is QuarantineClass.CONTEXT_WINDOW
+
+
 def test_request_over_the_size_limit_is_quarantined(tmp_path: Path) -> None:
     spec = make_spec(max_request_bytes=12_000)
     plan = _shard(spec, tmp_path, [loan("1", text="x" * 100), loan("2", text="x" * 6000)])
