@@ -52,3 +52,24 @@ def test_structured_outputs_need_fewer_repairs_than_free_text_on_the_same_seed(p
 def _quarantined(store, day: date) -> int:
     run = next(r for r in store.recent_runs("loan_disclosure_review") if r.logical_date == day)
     return sum(store.quarantine_counts(run.id).values())
+
+
+def test_a_specs_temperature_reaches_the_messages_api_on_a_sync_night(pipeline_for) -> None:
+    from datetime import timedelta
+
+    pipeline = pipeline_for()
+    loans = pipeline.loan_input(110)
+
+    # A deadline 90 minutes away routes the night sync: every request goes through messages.create,
+    # whose typed signature (SDK 2.x) no longer lists temperature; it travels in the body.
+    dag_run = pipeline.run(
+        "loan_disclosure_review",
+        loans,
+        deadline=datetime.now(UTC) + timedelta(minutes=90),
+        spec_changes=lambda s: s.model_copy(update={"temperature": 0.2}),
+    )
+
+    assert dag_run.state == "success"
+    stats = pipeline.emulator.stats()
+    assert (stats["batches_created"], stats["messages_created"]) == (0, 110)
+    assert pipeline.store().outputs_count("loan_disclosure_review", date(2026, 6, 7)) == 110
