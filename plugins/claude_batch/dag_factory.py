@@ -16,9 +16,11 @@ from claude_batch.operators.publish import PublishOperator
 from claude_batch.operators.recover import RecoverOperator
 from claude_batch.operators.route import RouteOperator
 from claude_batch.operators.sample import SampleValidateOperator
+from claude_batch.operators.sample_report import SampleReportOperator
 from claude_batch.operators.shard import ShardOperator
 from claude_batch.operators.submit import SubmitOperator
 from claude_batch.sensors.batch import BatchWaitSensor
+from claude_batch.strategy.gates import RunMode
 from claude_batch.strategy.spec import WorkloadSpec
 
 SUBMIT_POOL = "claude_batch_submit"
@@ -107,6 +109,13 @@ def build_workload_dag(
                 description="Records in the synchronous sample (30-100). Empty or 0: decided by the "
                 "prompt's history.",
             ),
+            "mode": Param(
+                RunMode.FULL.value,
+                type="string",
+                enum=[mode.value for mode in RunMode],
+                description="full: the night. sample_only: route, sample and cost guard only, then a "
+                "report of the sample against the previous prompt; nothing is sent in batch.",
+            ),
         },
     ) as dag:
         route = RouteOperator(
@@ -121,6 +130,7 @@ def build_workload_dag(
             run=route.output,
             sample_size="{{ params.sample_size or 0 }}",
             conn_id=conn_id,
+            mode="{{ params.mode }}",
         )
         cost_guard = CostGuardOperator(
             task_id="cost_guard",
@@ -128,9 +138,17 @@ def build_workload_dag(
             sample=sample.output,
             budget=spec.budget.model_dump() if spec.budget else None,
             conn_id=conn_id,
+            mode="{{ params.mode }}",
+        )
+        sample_report = SampleReportOperator(
+            task_id="sample_report",
+            run=route.output,
+            sample=sample.output,
+            estimate=cost_guard.output,
+            mode="{{ params.mode }}",
         )
         shard = ShardOperator(task_id="shard", run=route.output)
-        cost_guard >> shard
+        sample_report >> shard
 
         @task_group(group_id="shards")
         def per_shard(shard_file: dict) -> None:

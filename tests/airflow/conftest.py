@@ -61,6 +61,7 @@ class Pipeline:
         sample_size: int = 0,
         spec_changes: Callable[[Any], Any] | None = None,
         deferrable: bool = True,
+        mode: str = "full",
     ):
         """Run the workload's DAG once with dag.test(); returns the DagRun."""
         from claude_batch.dag_factory import build_workload_dag
@@ -79,6 +80,7 @@ class Pipeline:
                 "input_uri": str(input_path),
                 "deadline": deadline.isoformat(),
                 "sample_size": sample_size,
+                "mode": mode,
             },
         )
 

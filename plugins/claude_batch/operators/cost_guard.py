@@ -15,9 +15,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from pydantic import BaseModel, ConfigDict
 
 from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.operators.approval import ApprovalGate
 from claude_batch.operators.run import RunContext, read_input, read_lines
 from claude_batch.operators.shard import sample_answers
 from claude_batch.strategy.cost import InputShape, SampleCostFacts, Usage, estimate_run_cost
+from claude_batch.strategy.gates import RunMode, budget_evidence, decision_deadline
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.report import Lever
 from claude_batch.strategy.requests import request_builder
@@ -187,7 +189,7 @@ def _shards_foreseen(run: RunContext, spec: WorkloadSpec, to_send: int) -> int:
     return max(by_count, by_bytes, 1)
 
 
-class CostGuardOperator(BaseOperator):
+class CostGuardOperator(ApprovalGate, BaseOperator):
     """Estimate the run's cost from the sample's own answers and compare it with the spec's ``budget``.
 
     The sample was paid for and answered with the run's real prompts: its billed tokens are what the
@@ -197,17 +199,19 @@ class CostGuardOperator(BaseOperator):
     prefix is read from the cache the sample warmed (one write per shard foreseen), and the sample's
     share of invalid answers is resent once. The sample's published answers
     are not sent again. Over budget with ``action: fail`` fails this task before any batch exists;
-    ``warn`` logs and goes on. The estimate is this task's return value, for publish to set against
-    the actual cost.
+    ``warn`` logs and goes on; ``approve`` waits for an on-call person. In ``sample_only`` mode the
+    budget is reported, never enforced. The estimate is this task's return value, for publish to set
+    against the actual cost.
 
     :param run: the route stage's run context.
     :param sample: the sample stage's return value (its result files and published answers).
     :param budget: the spec's ``budget`` as the DAG was built with it (``{usd, action}``), or None.
     :param conn_id: Airflow connection of type ``anthropic`` (count_tokens for records outside the
         sample's sizes; none on a connection that does not serve it).
+    :param mode: ``full`` or ``sample_only`` (the DAG Param).
     """
 
-    template_fields: Sequence[str] = ("run", "sample")
+    template_fields: Sequence[str] = ("run", "sample", "mode")
 
     def __init__(
         self,
@@ -216,6 +220,7 @@ class CostGuardOperator(BaseOperator):
         sample: Any,
         budget: dict[str, Any] | None,
         conn_id: str = "anthropic_default",
+        mode: str = RunMode.FULL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -223,6 +228,7 @@ class CostGuardOperator(BaseOperator):
         self.sample = sample
         self.budget = budget
         self.conn_id = conn_id
+        self.mode = mode
 
     def _counter(self) -> Callable[[dict[str, Any]], int] | None:
         """count_tokens on this connection, or None where it is not served (Bedrock, Vertex, Foundry)."""
@@ -285,6 +291,21 @@ class CostGuardOperator(BaseOperator):
             action=budget.action if budget else None,
         )
         self.log.info("Cost estimate: %s", estimate.describe())
+        if estimate.over_budget and RunMode(self.mode) is RunMode.SAMPLE_ONLY:
+            self.log.warning("Over budget; reported, not enforced, in sample_only mode")
+            return estimate.model_dump(mode="json")
+        if estimate.over_budget and estimate.action == "approve":
+            assert estimate.budget_usd is not None  # over_budget implies a budget
+            self.wait_for_approval(
+                context,
+                subject=f"Over budget for {spec.name} on {run.run_date}: about "
+                f"${estimate.estimated_usd:,.2f} against ${estimate.budget_usd:,.2f}",
+                body=budget_evidence(
+                    spec.name, run.run_date, estimate.estimated_usd, estimate.budget_usd, estimate.describe()
+                ),
+                decide_by=decision_deadline(run.deadline, run.route, run.input_count, spec.routing),
+                outcome=estimate.model_dump(mode="json"),
+            )
         if estimate.over_budget and estimate.action == "fail":
             raise AirflowFailException(
                 f"Over budget for {spec.name}: the run would cost about ${estimate.estimated_usd:,.2f}, "

@@ -11,8 +11,10 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
+from claude_batch.operators.approval import ApprovalGate
 from claude_batch.operators.partition import partition_dir
 from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, file_digest, read_input, read_lines
+from claude_batch.strategy.gates import RunMode, decision_deadline, sample_evidence
 from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.outputs import message_text
 from claude_batch.strategy.partition import PartitionSummary, ResultClass, partition_results
@@ -87,26 +89,38 @@ def _keep_valid_answers(
     return summary.counts[ResultClass.SUCCEEDED]
 
 
-class SampleValidateOperator(BaseOperator):
+class SampleValidateOperator(ApprovalGate, BaseOperator):
     """Send a stratified sample (30-100 records) through the Messages API and stop the run before
     any batch exists when too few answers are valid against the output schema.
 
     A prompt+model fingerprint that passed before samples half the spec's size; a new one samples
     twice as many. The sample's calls are in the ledger: a retried task re-reads the results it
-    already paid for instead of sending them again.
+    already paid for instead of sending them again. Under the gate, the spec's ``sample.action``
+    decides: ``fail`` (default), ``warn``, or ``approve`` (wait for an on-call person). In
+    ``sample_only`` mode the gate is reported, never enforced.
 
     :param run: the route stage's run context.
     :param sample_size: force a size (30-100); 0 or empty lets the prompt's history decide.
     :param conn_id: Airflow connection of type ``anthropic``.
+    :param mode: ``full`` or ``sample_only`` (the DAG Param).
     """
 
-    template_fields: Sequence[str] = ("run", "sample_size")
+    template_fields: Sequence[str] = ("run", "sample_size", "mode")
 
-    def __init__(self, *, run: Any, sample_size: int | str = 0, conn_id: str = "anthropic_default", **kwargs):
+    def __init__(
+        self,
+        *,
+        run: Any,
+        sample_size: int | str = 0,
+        conn_id: str = "anthropic_default",
+        mode: str = RunMode.FULL,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.run = run
         self.sample_size = sample_size
         self.conn_id = conn_id
+        self.mode = mode
 
     def execute(self, context: Any) -> dict:
         run = RunContext.of(self.run)
@@ -171,26 +185,48 @@ class SampleValidateOperator(BaseOperator):
         store.record_sample_validation(
             spec.name, fingerprint, spec.model, gate.n, gate.pass_rate, gate.passed
         )
-        answered = _keep_valid_answers(run, spec, sample, gate, parts) if gate.passed else 0
+        # A sample-only run publishes nothing: a later night of the date must not take its answers.
+        keep = gate.passed and RunMode(self.mode) is RunMode.FULL
+        answered = _keep_valid_answers(run, spec, sample, gate, parts) if keep else 0
         for line in gate.summary_lines():
             self.log.info("%s", line)
-        if not gate.passed:
-            examples = "; ".join(f"{f.custom_id}: {f.reason}" for f in gate.failures[:5])
-            raise AirflowFailException(
-                f"Sample gate failed for {spec.name}: {gate.valid}/{gate.n} valid ({gate.pass_rate:.0%}) is "
-                f"under the gate {spec.sample.pass_gate:.0%}. "
-                f"No batch was created. Failing examples: {examples}. Fix the prompt or the output schema, "
-                "then clear this task."
-            )
+        gate_file = run.path("sample", "gate.json")
+        gate_file.write_text(gate.model_dump_json())
         lever = {
             "lever": "sample size",
             "value": str(gate.n),
             "rationale": f"{why}; passed {gate.pass_rate:.0%}; {answered} valid answers published as they are",
         }
         context["ti"].xcom_push(key="lever", value=lever)
-        return {
+        outcome = {
             "sample_size": gate.n,
             "pass_rate": gate.pass_rate,
             "answered": answered,
             "results": [str(p) for p in parts],
+            "gate": str(gate_file),
         }
+        if gate.passed:
+            return outcome
+        below = (
+            f"Sample gate of {spec.name} for {run.run_date}: {gate.valid}/{gate.n} valid "
+            f"({gate.pass_rate:.0%}) is under the gate {spec.sample.pass_gate:.0%}"
+        )
+        if RunMode(self.mode) is RunMode.SAMPLE_ONLY:
+            self.log.warning("%s; reported, not enforced, in sample_only mode", below)
+            return outcome
+        if spec.sample.action == "warn":
+            self.log.warning("%s; going on as sample.action is warn", below)
+            return outcome
+        if spec.sample.action == "approve":
+            self.wait_for_approval(
+                context,
+                subject=below,
+                body=sample_evidence(gate, spec.name, run.run_date),
+                decide_by=decision_deadline(run.deadline, run.route, run.input_count, spec.routing),
+                outcome=outcome,
+            )
+        examples = "; ".join(f"{f.custom_id}: {f.reason}" for f in gate.failures[:5])
+        raise AirflowFailException(
+            f"{below}. No batch was created. Failing examples: {examples}. Fix the prompt or the output "
+            "schema, then clear this task."
+        )

@@ -969,6 +969,25 @@ class Store:
             validation = session.scalars(stmt).one_or_none()
             return None if validation is None else SampleValidationRecord.model_validate(validation)
 
+    def last_validation(
+        self, workload: str, prompt_fingerprint: str, *, same_prompt: bool = True
+    ) -> SampleValidationRecord | None:
+        """The latest gate of the workload under this prompt fingerprint, or (``same_prompt=False``)
+        under any other one: the prompt a new one is compared with."""
+        fingerprint = SampleValidation.prompt_fingerprint
+        stmt = (
+            select(SampleValidation)
+            .where(
+                SampleValidation.workload == workload,
+                fingerprint == prompt_fingerprint if same_prompt else fingerprint != prompt_fingerprint,
+            )
+            .order_by(SampleValidation.created_at.desc(), SampleValidation.id.desc())
+            .limit(1)
+        )
+        with self._reading() as session:
+            validation = session.scalars(stmt).one_or_none()
+            return None if validation is None else SampleValidationRecord.model_validate(validation)
+
     # Exactly once
 
     def accounting(self, run_id: int) -> Accounting:

@@ -247,6 +247,10 @@ class Expectation(BaseModel):
         return self
 
 
+GateAction = Literal["fail", "warn", "approve"]
+"""What a gate (the sample, the budget) does when its check fails."""
+
+
 class SampleSpec(BaseModel):
     """The synchronous sample that must pass before the bulk spend.
 
@@ -256,6 +260,8 @@ class SampleSpec(BaseModel):
     :param pass_gate: share of sample outputs that must be valid for the run to go on.
     :param seed: makes the selection repeatable.
     :param expectations: checks beyond the output schema.
+    :param action: under the gate, ``fail`` stops the run before the bulk spend, ``warn`` logs and
+        goes on, ``approve`` waits for a person to approve or reject in the Airflow UI.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -264,6 +270,7 @@ class SampleSpec(BaseModel):
     pass_gate: float = Field(default=0.9, gt=0, le=1)
     seed: int = 0
     expectations: list[Expectation] = Field(default_factory=list)
+    action: GateAction = "fail"
 
 
 class ShardingSpec(BaseModel):
@@ -439,13 +446,14 @@ class BudgetSpec(BaseModel):
     """A ceiling on the projected cost of one run.
 
     :param usd: the ceiling in US dollars.
-    :param action: ``fail`` stops the run before the bulk spend; ``warn`` logs and goes on.
+    :param action: over it, ``fail`` stops the run before the bulk spend, ``warn`` logs and goes on,
+        ``approve`` waits for a person to approve or reject in the Airflow UI.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     usd: float = Field(gt=0)
-    action: Literal["fail", "warn"] = "fail"
+    action: GateAction = "fail"
 
 
 class ThinkingSpec(BaseModel):

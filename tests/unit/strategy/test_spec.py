@@ -98,6 +98,11 @@ def test_invalid_yaml_says_so(tmp_path: Path) -> None:
         ({"routing": {"expected_batch_latency": "soon"}}, "routing.expected_batch_latency"),
         ({"recovery": {"retry": ["invalid_request_error"]}}, "recovery.retry[0]"),
         ({"budget": {"usd": -5}}, "budget.usd: Input should be greater than 0"),
+        (
+            {"budget": {"usd": 5, "action": "ask"}},
+            "budget.action: Input should be 'fail', 'warn' or 'approve'",
+        ),
+        ({"sample": {"action": "pause"}}, "sample.action: Input should be 'fail', 'warn' or 'approve'"),
         ({"max_tokens": 0}, "max_tokens: Input should be greater than or equal to 1"),
     ],
 )
