@@ -1,11 +1,12 @@
 """A gate a person decides: the sample gate or the cost guard waits for an on-call approval.
 
-The standard provider's ``ApprovalOperator`` does the Human-in-the-loop part: it writes the request
-(subject, evidence, Approve/Reject) that the Airflow UI shows under *Required actions*, and parks the
-task. On Airflow 3.3 a parked task is ``awaiting_input``: no worker slot, no pool slot, no trigger;
-the person's answer (the UI's call to the public API's ``hitlDetails`` endpoint) resumes it, and the
-scheduler fails it when the timeout passes unanswered. The gate composes it rather than adding a
-task to the DAG, so only a gate that fails its check waits, and the evidence is at hand.
+It is the standard provider's ``ApprovalOperator`` folded into the gate, so that only a gate that
+fails its check waits and the evidence is at hand. On Airflow 3.3 the gate does what
+``HITLOperator.execute`` does there: it writes the request (subject, evidence, Approve/Reject) that the
+Airflow UI shows under *Required actions*, then parks the task as ``awaiting_input``: no worker slot,
+no pool slot, no trigger. The person's answer (the UI's call to the public API's ``hitlDetails``
+endpoint) resumes it; the scheduler resumes it with a timeout error when nobody answered in time.
+The answer is read by ``ApprovalOperator.execute_complete``, the provider's own contract.
 """
 
 from __future__ import annotations
@@ -16,16 +17,7 @@ from typing import Any, NoReturn
 from airflow.providers.standard.exceptions import HITLRejectException, HITLTimeoutError
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException, TaskAwaitingInput
-
-
-def _approval(
-    task_id: str, subject: str, body: str = "", timeout: timedelta | None = None
-) -> ApprovalOperator:
-    # fail_on_reject: a rejected gate fails the run, as a failed check does; skipping the rest would
-    # show a night nobody ran as a success.
-    return ApprovalOperator(
-        task_id=task_id, subject=subject, body=body, response_timeout=timeout, fail_on_reject=True
-    )
+from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
 
 class ApprovalGate:
@@ -60,21 +52,24 @@ class ApprovalGate:
                 f"one: the last moment to approve was {_at(decide_by)}. No batch was created. Move the "
                 "deadline (Param deadline) or fix the cause, then clear this task."
             )
+        upsert_hitl_detail(
+            ti_id=context["task_instance"].id,
+            options=[ApprovalOperator.APPROVE, ApprovalOperator.REJECT],
+            subject=subject,
+            body=body,
+            multiple=False,
+            params={},  # the request needs a form, even an empty one
+        )
         self.log.info(
             "%s. Waiting for an on-call approval (Airflow UI, Required actions) until %s",
             subject,
             _at(decide_by),
         )
-        try:
-            _approval(self.task_id, subject, body, left).execute(context)
-        except TaskAwaitingInput as parked:
-            # The provider parks into its own execute_complete; this gate resumes here, with its result.
-            raise TaskAwaitingInput(
-                method_name="resume_after_approval",
-                kwargs={"subject": subject, "decide_by": decide_by.isoformat(), "outcome": outcome},
-                timeout=parked.timeout,
-            ) from None
-        raise AssertionError("ApprovalOperator.execute returned without parking the task")
+        raise TaskAwaitingInput(
+            method_name="resume_after_approval",
+            kwargs={"subject": subject, "decide_by": decide_by.isoformat(), "outcome": outcome},
+            timeout=left,
+        )
 
     def resume_after_approval(
         self,
@@ -85,8 +80,11 @@ class ApprovalGate:
         event: dict[str, Any],
     ) -> dict[str, Any]:
         """Go on with the gate's result on Approve; fail on Reject or on the timeout."""
+        # fail_on_reject: a rejected gate fails the run, as a failed check does; skipping the rest
+        # would show a night nobody ran as a success.
+        approval = ApprovalOperator(task_id=self.task_id, subject=subject, fail_on_reject=True)
         try:
-            answer = _approval(self.task_id, subject).execute_complete(context, event)
+            answer = approval.execute_complete(context, event)
         except HITLTimeoutError:
             raise AirflowFailException(
                 f"{subject}. Nobody approved or rejected it by {_at(datetime.fromisoformat(decide_by))}, "
