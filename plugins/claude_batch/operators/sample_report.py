@@ -60,6 +60,11 @@ class SampleReportOperator(BaseOperator, SkipMixin):
             self.log.info("Mode full: the night goes on (mode sample_only would stop here with a report)")
             return None
         run = RunContext.of(self.run)
+        if not self.sample["sample_size"]:
+            self.log.warning(
+                "sample only: no record of the input %s can be sent; nothing was sampled", run.input_uri
+            )
+            return self._end_here(context, {"passed": False, "pass_rate": None, "sample_size": 0})
         spec = run.spec()
         store = get_store()
         fingerprint = prompt_fingerprint(spec)
@@ -82,7 +87,10 @@ class SampleReportOperator(BaseOperator, SkipMixin):
         report_file = run.path("sample", "report.json")
         report_file.write_text(report.model_dump_json(indent=2))
         set_dag_run_note(context["dag_run"], note_text(report.lines()), self.log)
-        summary = {**report.summary(), "report": str(report_file)}
+        return self._end_here(context, {**report.summary(), "report": str(report_file)})
+
+    def _end_here(self, context: Any, summary: dict) -> dict:
+        """Push the summary and skip every later task: nothing is sharded or sent in batch."""
         # Skipping ends this task at once, before a return value would be pushed.
         context["ti"].xcom_push(key="return_value", value=summary)
         self.log.info("Mode sample_only: every later task is skipped; nothing is sharded or sent in batch")
