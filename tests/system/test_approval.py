@@ -30,21 +30,23 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 WORKLOAD = "loan_review_gated"
 BUDGET_WORKLOAD = "loan_review_budget_gated"
 RECORDS = 60
+# More than the largest sample (100): the sample's valid answers are published as they are, so a
+# night no larger than its sample would need no batch.
+BUDGET_RECORDS = 150
 LATENCY_AND_MARGIN = timedelta(minutes=2)
 # How long the unanswered night may wait: long enough for its sample to be answered first.
 DECISION_WINDOW = timedelta(seconds=75)
 
 
-def _write_spec(folder: Path, spec) -> Path:
+def _write_spec(folder: Path, spec) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "prompts").exists():
         (folder / "prompts").symlink_to(WORKLOADS_DIR / "prompts")
-    path = folder / f"{spec.name}.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-    return path
+    (folder / f"{spec.name}.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    return spec.name
 
 
-def _gated_specs(folder: Path) -> list[Path]:
+def _gated_specs(folder: Path) -> list[str]:
     """Two loan reviews whose gates need a person: one whose sample only passes low-risk answers
     (files with missing disclosures put it under the gate), one over a budget of a hundredth of a cent.
     Short batch latency and margin, so that a night can be close to its decision deadline."""
@@ -82,7 +84,7 @@ def emulator(tmp_path: Path) -> Iterator[EmulatorHandle]:
 
 @pytest.fixture
 def gated(tmp_path: Path, deployment_factory, emulator) -> tuple[AirflowDeployment, Store]:
-    specs = _gated_specs(tmp_path / "specs")
+    specs = _gated_specs(tmp_path / "specs")  # loaded by name from CLAUDE_BATCH_SPECS_DIR
     dags = tmp_path / "dags"
     dags.mkdir()
     # The docstring names Airflow: the dag-processor's safe mode skips files that do not.
@@ -90,7 +92,7 @@ def gated(tmp_path: Path, deployment_factory, emulator) -> tuple[AirflowDeployme
         '"""The Airflow DAGs of the gated loan reviews."""\n'
         "from claude_batch.dag_factory import build_workload_dag\n"
         "from claude_batch.strategy.spec import load_workload\n"
-        f"for spec in {[str(path) for path in specs]!r}:\n"
+        f"for spec in {specs!r}:\n"
         "    dag = build_workload_dag(load_workload(spec), spec_source=spec, poll_interval=2)\n"
         "    globals()[dag.dag_id] = dag\n"
     )
@@ -98,6 +100,7 @@ def gated(tmp_path: Path, deployment_factory, emulator) -> tuple[AirflowDeployme
         emulator.base_url,
         extra_env={
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "CLAUDE_BATCH_SPECS_DIR": str(tmp_path / "specs"),
             # The scheduler's sweep of unanswered Human-in-the-loop tasks, every 5 s instead of 15 s.
             "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
         },
@@ -112,10 +115,15 @@ def gated(tmp_path: Path, deployment_factory, emulator) -> tuple[AirflowDeployme
 
 
 def _night(
-    deployment: AirflowDeployment, tmp_path: Path, day: int, deadline: datetime, workload: str = WORKLOAD
+    deployment: AirflowDeployment,
+    tmp_path: Path,
+    day: int,
+    deadline: datetime,
+    workload: str = WORKLOAD,
+    records: int = RECORDS,
 ) -> str:
     run_id = f"gated-2026-06-{day:02d}"
-    loans = write_loan_files(tmp_path / "inputs" / f"{run_id}.jsonl", RECORDS)
+    loans = write_loan_files(tmp_path / "inputs" / f"{run_id}.jsonl", records)
     deployment.trigger(
         workload,
         run_id,
@@ -198,7 +206,9 @@ def test_gates_wait_for_a_person_approve_goes_on_reject_and_timeout_stop_before_
     approved = _night(deployment, tmp_path, 7, now + timedelta(days=1))
     rejected = _night(deployment, tmp_path, 8, now + timedelta(days=1))
     unanswered = _night(deployment, tmp_path, 9, now + LATENCY_AND_MARGIN + DECISION_WINDOW)
-    over_budget = _night(deployment, tmp_path, 10, now + timedelta(days=1), workload=BUDGET_WORKLOAD)
+    over_budget = _night(
+        deployment, tmp_path, 10, now + timedelta(days=1), workload=BUDGET_WORKLOAD, records=BUDGET_RECORDS
+    )
 
     request = _awaiting(deployment, SAMPLE_GATE, approved)
     # The person sees the evidence: the pass rate against the gate and the failing answers.
@@ -238,6 +248,6 @@ def test_gates_wait_for_a_person_approve_goes_on_reject_and_timeout_stop_before_
     runs = [_run_of(store, WORKLOAD, approved), _run_of(store, BUDGET_WORKLOAD, over_budget)]
     assert all(store.batches_created(run.id) >= 1 for run in runs)
     assert sum(store.batches_created(run.id) for run in runs) == emulator.stats()["batches_created"]
-    for run in runs:
+    for run, records in zip(runs, (RECORDS, BUDGET_RECORDS), strict=True):
         accounting = store.accounting(run.id)
-        assert accounting.inputs == RECORDS and accounting.balanced
+        assert accounting.inputs == records and accounting.balanced
