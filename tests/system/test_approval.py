@@ -221,7 +221,7 @@ def test_gates_wait_for_a_person_approve_goes_on_reject_and_timeout_stop_before_
     request = _awaiting(deployment, BUDGET_GATE, over_budget)
     # Or the estimate against the budget.
     assert "Over budget for loan_review_budget_gated" in request["subject"]
-    assert "against **$0.00**" in request["body"] and "count_tokens" in request["body"]
+    assert "against **$0.00**" in request["body"] and "How it was estimated" in request["body"]
 
     assert _answer(deployment, SAMPLE_GATE, rejected, "Reject")["chosen_options"] == ["Reject"]
     assert deployment.wait_for_run(WORKLOAD, rejected, timeout=120) == "failed"
