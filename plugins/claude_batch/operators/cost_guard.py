@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -158,7 +159,7 @@ def bulk_input_tokens(
     outside it extrapolated: over ``MAX_COUNTED``, or ``count`` is None on this connection).
     """
     sampled: list[tuple[int, int]] = []
-    sizes: list[int] = []
+    sizes = array("q")  # eight bytes a record: 80 MB for ten million
     extremes = _Extremes(MAX_COUNTED // 2)
     for item in valid_records(spec, read_input(spec, run.input_uri), run.run_date):
         size = sum(len(str(getattr(item.record, field))) for field in spec.text_fields)
@@ -167,6 +168,11 @@ def bulk_input_tokens(
         if item.custom_id not in published:
             sizes.append(size)
             extremes.add(size, item.record)
+    if not sampled:
+        raise AirflowFailException(
+            f"None of the sample's records of {spec.name} is in the input {run.input_uri} any more: it "
+            "changed since the sample. Clear sample_validate to sample it again."
+        )
     shape = InputShape(sampled)
     tokens = sum(shape.tokens(size) for size in sizes)
     outside = sum(1 for size in sizes if not shape.covers(size))
