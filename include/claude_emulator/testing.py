@@ -46,10 +46,12 @@ class EmulatorHandle:
     :param workdir: where the fault file and the log go.
     :param state: the SQLite state file, kept by :meth:`restart`.
     :param arguments: the options besides ``--host``, ``--port`` and ``--state``.
+    :param host: the address to listen on.
     """
 
-    def __init__(self, workdir: Path, state: Path, arguments: list[str]) -> None:
+    def __init__(self, workdir: Path, state: Path, arguments: list[str], host: str = "127.0.0.1") -> None:
         self.workdir = workdir
+        self.host = host
         self.state = state
         self.log_path = workdir / "emulator.log"
         self._arguments = arguments
@@ -69,7 +71,7 @@ class EmulatorHandle:
 
     def start(self) -> None:
         """Start the emulator (on the port it had before, if any) and wait until it accepts requests."""
-        command = [str(console_script()), "--host", "127.0.0.1", "--port", str(self._port)]
+        command = [str(console_script()), "--host", self.host, "--port", str(self._port)]
         command += ["--state", str(self.state), *self._arguments]
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
@@ -130,6 +132,7 @@ def running_emulator(
     time_scale: float = 1.0,
     processing_seconds: float = 0.0,
     seed: int = 0,
+    host: str = "127.0.0.1",
 ) -> Iterator[EmulatorHandle]:
     """A ``claude-emulator`` subprocess on a free port for the duration of the block.
 
@@ -138,6 +141,7 @@ def running_emulator(
     :param time_scale: emulator seconds per real second.
     :param processing_seconds: emulator seconds a batch takes to process.
     :param seed: the seed of the fault decisions.
+    :param host: the address to listen on (a test host's network reaches it there).
     """
     with tempfile.TemporaryDirectory(prefix="claude-emulator-test-") as scratch:
         workdir = Path(scratch)
@@ -147,7 +151,7 @@ def running_emulator(
             fault_file = workdir / "faults.json"
             fault_file.write_text(json.dumps(faults), encoding="utf-8")
             arguments += ["--faults", str(fault_file)]
-        handle = EmulatorHandle(workdir, state or workdir / "state.db", arguments)
+        handle = EmulatorHandle(workdir, state or workdir / "state.db", arguments, host)
         try:
             handle.start()
             yield handle

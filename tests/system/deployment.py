@@ -84,6 +84,7 @@ class AirflowDeployment:
     :param metadata_url: SQLAlchemy URL of the metadata DB (SQLite file by default).
     :param executor: ``LocalExecutor`` or ``CeleryExecutor``.
     :param extra_env: more environment (Celery broker, timeouts...), applied last.
+    :param address: where the api-server listens (a cluster network's address for hosts of their own).
     """
 
     home: Path
@@ -91,13 +92,14 @@ class AirflowDeployment:
     metadata_url: str = ""
     executor: str = "LocalExecutor"
     extra_env: dict[str, str] = field(default_factory=dict)
+    address: str = "127.0.0.1"
     components: dict[str, Component] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.metadata_url = self.metadata_url or f"sqlite:///{self.home / 'airflow.db'}"
         self.api_port = free_port()
-        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.api_url = f"http://{self.address}:{self.api_port}"
         env = airflow_environment(self.home, self.emulator_url)
         # The pytest process runs Airflow in unit-test mode; the components must run as in production.
         env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
@@ -110,7 +112,7 @@ class AirflowDeployment:
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
                 # Every component signs or checks the task tokens of the execution API with this.
                 "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(16).hex(),
-                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__HOST": self.address,
                 "AIRFLOW__API__PORT": str(self.api_port),
                 "AIRFLOW__API__BASE_URL": self.api_url,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
@@ -145,13 +147,16 @@ class AirflowDeployment:
         # One slot: batch creates are serialized, so orphan adoption can never take another shard's batch.
         self.airflow("pools", "set", SUBMIT_POOL, "1", "Serializes Message Batch creates")
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Component:
+    def start(
+        self, name: str, *args: str, env: dict[str, str] | None = None, on: list[str] | None = None
+    ) -> Component:
         """Start ``airflow <args>`` as component ``name`` in its own process group.
 
         :param env: environment of this component only, over the deployment's (a port of its own...).
+        :param on: the command prefix that runs it elsewhere (``Host.command``: another host).
         """
         component = self.components.get(name) or Component(
-            name, [AIRFLOW, *args], self.home / "logs" / f"{name}.log"
+            name, [*(on or []), AIRFLOW, *args], self.home / "logs" / f"{name}.log"
         )
         component.log_path.parent.mkdir(parents=True, exist_ok=True)
         component.killed = False

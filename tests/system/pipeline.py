@@ -17,7 +17,7 @@ LOGICAL_DATE = "2026-06-07T05:00:00Z"
 WAIT_TASK = "shards.wait"
 
 
-def start_loan_review(deployment: AirflowDeployment, loans: Path, run_id: str) -> None:
+def start_loan_review(deployment: AirflowDeployment, loans: Path | str, run_id: str) -> None:
     """Wait for the DAG to be parsed without import errors, unpause it and trigger one run."""
     deployment.wait_for_dag(WORKLOAD)
     deadline = datetime.now(UTC) + timedelta(days=1)
