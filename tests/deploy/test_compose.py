@@ -4,6 +4,7 @@ resolved services are checked for what a cluster run depends on."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -82,3 +83,20 @@ def test_no_api_key_is_committed() -> None:
         if line and not line.startswith("#")
     )
     assert example["ANTHROPIC_API_KEY"] == ""
+
+
+def test_components_share_no_disk_and_the_run_data_is_on_the_object_store(compose: dict) -> None:
+    services = compose["services"]
+    assert "object-store" in services
+    for name in AIRFLOW_SERVICES:
+        named = {
+            (volume["source"] if isinstance(volume, dict) else volume.split(":", 1)[0])
+            for volume in services[name].get("volumes", [])
+        }
+        # Only the login file airflow-init writes for the api-server; no data or log volume.
+        assert {source for source in named if not source.startswith("/")} == {"airflow-auth"}, name
+        environment = services[name]["environment"]
+        assert environment["CLAUDE_BATCH_DATA_URI"].startswith("s3://aws_default@"), name
+        aws = json.loads(environment["AIRFLOW_CONN_AWS_DEFAULT"])
+        assert aws["conn_type"] == "aws" and aws["extra"]["endpoint_url"] == "http://object-store:5000", name
+    assert "create_bucket" in " ".join(services["airflow-init"]["command"])

@@ -5,7 +5,7 @@ The connection holds a SQLAlchemy URL: either in ``extra["url"]`` (any dialect, 
 fields make the URL. The password belongs in the connection's password field, which Airflow's
 secrets masker hides in logs; it is put into the URL here (a password in ``extra`` would not be
 masked). Without the connection the store is a SQLite file in ``AIRFLOW_HOME``, the embedded default
-of ``make demo`` and ``airflow standalone``.
+of ``make demo`` and ``airflow standalone``: on one machine only (``placement``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from claude_batch.placement import require_one_machine
 from claude_batch.store import Store
 
 STORE_CONN_ID = "claude_batch_store"
@@ -33,6 +34,11 @@ def store_url(conn_id: str = STORE_CONN_ID) -> str:
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
+        require_one_machine(
+            f"The store (no connection {conn_id!r})",
+            f"create the connection {conn_id!r} with the URL of a database every host reaches "
+            '(extra {"url": "postgresql+psycopg2://user@host/db"}, the password in the password field)',
+        )
         return default_store_url()
     if url := conn.extra_dejson.get("url"):
         parsed = sa.make_url(url)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from airflow.sdk import ObjectStoragePath
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from claude_batch.placement import require_one_machine
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.records import RecordRead, count_records, read_records
 from claude_batch.strategy.routing import Route
@@ -63,9 +64,15 @@ class RunContext(BaseModel):
 
 
 def data_root() -> str:
-    """Where run folders go: ``$CLAUDE_BATCH_DATA_URI``, or ``claude_batch_data`` in AIRFLOW_HOME."""
+    """Where run folders go: ``$CLAUDE_BATCH_DATA_URI``, or ``claude_batch_data`` in AIRFLOW_HOME (one
+    machine only: ``placement``)."""
     if uri := os.environ.get(DATA_URI_VARIABLE):
         return uri.rstrip("/")
+    require_one_machine(
+        "The run folder (CLAUDE_BATCH_DATA_URI is not set)",
+        f"set {DATA_URI_VARIABLE} on every component to an object store every worker reaches "
+        "(s3://aws_default@bucket/prefix with an aws connection), or to a folder every worker mounts",
+    )
     home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")).resolve()
     return f"file://{home / 'claude_batch_data'}"
 
