@@ -55,7 +55,8 @@ numbers behind it; the run report (task `publish`) states the rationale of every
 
 Clearing any task is safe: submit re-attaches to the batch it already created, partition re-reads
 the saved results, publish upserts. Params let you run another input file, move the deadline or
-force a sample size for a backfill.
+force a sample size for a backfill; `mode` = `sample_only` tries the prompt on the sample alone
+(task `sample_report` has the pass rate against the previous prompt; nothing is sent in batch).
 """
 
 
