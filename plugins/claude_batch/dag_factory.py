@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, task_group
 
+from claude_batch.callbacks import mark_run_failed
 from claude_batch.operators.cost_guard import CostGuardOperator
 from claude_batch.operators.partition import PartitionOperator
 from claude_batch.operators.publish import PublishOperator
@@ -86,7 +87,13 @@ def build_workload_dag(
         catchup=False,
         max_active_runs=4,
         tags=["claude-batch", *spec.tags],
-        default_args={"owner": spec.owner, "retries": 2, "retry_delay": timedelta(seconds=30)},
+        default_args={
+            "owner": spec.owner,
+            "retries": 2,
+            "retry_delay": timedelta(seconds=30),
+            # Every failed night shows on the plugin's page with its state and error.
+            "on_failure_callback": mark_run_failed,
+        },
         # Every Param may stay empty (null: the trigger form, a backfill's null conf, a scheduled
         # run): the run then takes the spec's value for its date.
         params={
@@ -125,6 +132,7 @@ def build_workload_dag(
             input_uri="{{ params.input_uri or '' }}",
             deadline="{{ params.deadline or '' }}",
             conn_id=conn_id,
+            input_poll_interval=poll_interval,
         )
         sample = SampleValidateOperator(
             task_id="sample_validate",

@@ -26,6 +26,10 @@ def test_publish_sets_the_report_summary_as_the_dag_run_note(pipeline_for, tmp_p
     assert dag_run.state == "success"
     with create_session() as session:
         note = session.query(DagRun).filter(DagRun.run_id == dag_run.run_id).one().note
-    assert note.startswith("- run report: loan_disclosure_review 2026-06-07")
+    headline, *lines = note.splitlines()
+    assert headline.startswith("40 published, 0 quarantined of 40; cost $")
+    assert headline.endswith("all-sync; health ok")
+    assert lines[0] == "- run report: loan_disclosure_review 2026-06-07"
     assert "- records: 40 in = 40 published + 0 quarantined" in note
-    assert "- lever cost guard = estimated $" in note
+    assert "- lever cost guard" in note
+    assert len(note) <= 1000

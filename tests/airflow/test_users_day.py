@@ -3,7 +3,10 @@ input for the run date, and the run date is Airflow's ``ds``."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import json
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,99 @@ def test_a_run_with_no_conf_reads_the_specs_input_for_its_date(
     assert run.params["input_uri"].endswith(f"{WORKLOAD}/2026-06-08.jsonl")
     assert (run.report["inputs"], run.report["published"]) == (7, 7)
     assert pipeline.store().outputs_count(WORKLOAD, date(2026, 6, 7)) == 0
+
+
+def test_an_empty_night_succeeds_with_an_empty_report_and_no_paid_call(pipeline_for) -> None:
+    pipeline = pipeline_for()
+    empty = pipeline.tmp_path / "inputs" / "empty.jsonl"
+    empty.parent.mkdir(parents=True)
+    empty.write_text("\n\n")  # blank lines are no records
+
+    dag_run = pipeline.run(WORKLOAD, empty)
+
+    assert dag_run.state == "success"
+    run = next(r for r in pipeline.store().recent_runs(WORKLOAD) if r.logical_date == date(2026, 6, 7))
+    assert run.status == "succeeded"
+    assert (run.report["inputs"], run.report["published"], run.report["quarantined_total"]) == (0, 0, 0)
+    assert "no input records" in run.report["levers"][0]["rationale"]
+    report_file = pipeline.tmp_path / "data" / WORKLOAD / "2026-06-07" / "report.json"
+    assert json.loads(report_file.read_text())["inputs"] == 0
+    stats = pipeline.emulator.stats()
+    assert (stats["messages_created"], stats["count_tokens_calls"], stats["batches_created"]) == (0, 0, 0)
+
+
+def test_a_failed_night_is_marked_failed_in_the_store_with_its_error(pipeline_for) -> None:
+    pipeline = pipeline_for(faults={"requests": {"cut_off": 0.6}}, seed=1)
+    loans = pipeline.loan_input(60)
+
+    dag_run = pipeline.run(WORKLOAD, loans)
+
+    assert dag_run.state == "failed"
+    run = next(r for r in pipeline.store().recent_runs(WORKLOAD) if r.logical_date == date(2026, 6, 7))
+    assert run.status == "failed"
+    assert run.error.startswith("sample_validate: Sample gate failed for loan_disclosure_review")
+    # The plugin's history lists it, state and error, though it never reached publish.
+    from claude_batch.ui.history import run_history
+
+    (point,) = run_history(pipeline.store(), WORKLOAD)
+    assert (point.status, point.error) == ("failed", run.error)
+
+
+def _waiting_night(pipeline, wait_for: timedelta):
+    """The loan DAG with the spec's input in tmp_path and a short ``input.wait_for``; the night's file."""
+    spec = load_workload(WORKLOAD)
+    pattern = pipeline.tmp_path / "landing" / "{ds}.jsonl"
+    changed = spec.model_copy(
+        update={"input": spec.input.model_copy(update={"uri": str(pattern), "wait_for": wait_for})}
+    )
+    source = pipeline._write_spec(changed)
+    dag = build_workload_dag(load_workload(source), spec_source=str(source), poll_interval=0.2)
+    return dag, pipeline.tmp_path / "landing" / "2026-06-07.jsonl"
+
+
+def _when_route_is_deferred(action) -> threading.Thread:
+    """Do ``action`` once the route task waits in the triggerer (deferred) for the night's input."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with create_session() as session:
+                deferred = session.query(TaskInstance).filter_by(task_id="route", state="deferred").count()
+            if deferred:
+                action()
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_night_whose_input_lands_late_waits_for_it_then_publishes(pipeline_for) -> None:
+    pipeline = pipeline_for(processing_seconds=0.5)
+    dag, night_file = _waiting_night(pipeline, timedelta(seconds=60))
+    landed = _when_route_is_deferred(lambda: write_loan_files(night_file, 12))
+
+    dag_run = dag.test(logical_date=datetime(2026, 6, 7, 5, tzinfo=UTC), run_conf={})
+    landed.join()
+    assert night_file.exists(), "route never waited deferred for the input"
+
+    assert dag_run.state == "success"
+    run = pipeline.store().recent_runs(WORKLOAD)[0]
+    assert (run.status, run.report["inputs"], run.report["published"]) == ("succeeded", 12, 12)
+
+
+def test_a_night_whose_input_never_lands_fails_naming_the_file_and_the_date(pipeline_for) -> None:
+    pipeline = pipeline_for()
+    dag, night_file = _waiting_night(pipeline, timedelta(seconds=2))
+
+    dag_run = dag.test(logical_date=datetime(2026, 6, 7, 5, tzinfo=UTC), run_conf={})
+
+    assert dag_run.state == "failed"
+    (run,) = pipeline.store().recent_runs(WORKLOAD)
+    assert run.status == "failed"
+    assert run.error.startswith("route: The input of loan_disclosure_review for 2026-06-07 never landed: ")
+    assert str(night_file) in run.error
+    assert pipeline.emulator.stats()["messages_created"] == 0

@@ -157,7 +157,7 @@ class PublishOperator(BaseOperator):
         store.finish_run(run.store_run_id, status, report_json)
         for line in report.summary_lines():
             self.log.info("%s", line)
-        set_dag_run_note(context["dag_run"], note_text(report.summary_lines()), self.log)
+        set_dag_run_note(context["dag_run"], note_text(report), self.log)
         if not balanced:
             raise AirflowFailException(
                 f"Records unaccounted for: {run.input_count} input records counted, {accounting.inputs} read, "

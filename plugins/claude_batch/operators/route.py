@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from airflow.providers.anthropic.hooks.anthropic import FIRST_PARTY_PLATFORMS
-from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
@@ -16,11 +17,15 @@ from claude_batch.operators.run import (
     InputUnreadableError,
     RunContext,
     count_input,
+    input_location,
     logical_date_of,
     run_dir_for,
 )
+from claude_batch.strategy.report import Lever, RunReport
 from claude_batch.strategy.routing import decide_route, step_facts
 from claude_batch.strategy.spec import WorkloadSpec, load_workload
+from claude_batch.triggers.input import InputLandedTrigger
+from claude_batch.ui.notes import note_text, set_dag_run_note
 
 
 def batch_unavailable(conn_id: str, spec: WorkloadSpec) -> str | None:
@@ -49,6 +54,8 @@ class RouteOperator(BaseOperator):
     :param input_uri: the input file; empty uses the spec's ``input.uri`` (``{ds}`` = run date in both).
     :param deadline: ISO 8601 override of the spec's deadline; empty uses the spec.
     :param conn_id: Airflow connection of type ``anthropic`` (a platform without batches routes sync).
+    :param input_poll_interval: seconds between looks for a night's input that has not landed yet
+        (the spec's ``input.wait_for`` says how long to wait; the waiting is deferred to the triggerer).
     """
 
     template_fields: Sequence[str] = ("input_uri", "deadline")
@@ -60,6 +67,7 @@ class RouteOperator(BaseOperator):
         input_uri: str = "",
         deadline: str = "",
         conn_id: str = "anthropic_default",
+        input_poll_interval: float = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -67,6 +75,7 @@ class RouteOperator(BaseOperator):
         self.workload = workload
         self.input_uri = input_uri
         self.deadline = deadline
+        self.input_poll_interval = input_poll_interval
 
     def execute(self, context: Any) -> dict:
         spec = load_workload(self.workload)
@@ -76,11 +85,9 @@ class RouteOperator(BaseOperator):
         if deadline.tzinfo is None:
             deadline = deadline.replace(tzinfo=spec.deadline.zone)
         input_uri = spec.input.uri_for(run_date, self.input_uri) if spec.input.uri or self.input_uri else ""
-        try:
-            volume = count_input(spec, input_uri)
-        except InputUnreadableError as error:
-            raise AirflowFailException(str(error)) from error  # retrying reads the same bytes
 
+        # The run is in the store before anything can fail on the input: every night shows on the
+        # plugin's page, a failed one with its error (``callbacks.mark_run_failed``).
         store = get_store()
         run = store.open_run(
             spec.name,
@@ -89,6 +96,13 @@ class RouteOperator(BaseOperator):
             deadline=deadline,
             params={"input_uri": input_uri, "deadline": deadline.isoformat()},
         )
+        self._wait_for_the_input(spec, input_uri, run_date)
+        try:
+            volume = count_input(spec, input_uri)
+        except InputUnreadableError as error:
+            raise AirflowFailException(str(error)) from error  # retrying reads the same bytes
+        if volume == 0:
+            self._end_empty_night(context, spec, run.id, run_date, input_uri, deadline)
         no_batch = batch_unavailable(self.conn_id, spec)
         decision = decide_route(
             step_facts(spec.routing, "bulk", volume, datetime.now(UTC), deadline, batch_unavailable=no_batch)
@@ -117,3 +131,70 @@ class RouteOperator(BaseOperator):
             route=decision.route,
             route_rationale=decision.rationale,
         ).model_dump(mode="json")
+
+    def _end_empty_night(
+        self,
+        context: Any,
+        spec: WorkloadSpec,
+        store_run_id: int,
+        run_date: date,
+        input_uri: str,
+        deadline: datetime,
+    ) -> None:
+        """A night with no records is a success with an empty report, not a sample that cannot pass:
+        the report is written as publish writes it, and every later task is skipped."""
+        why = f"no input records in {input_uri or 'the input query'}: nothing to send"
+        report = RunReport(
+            workload=spec.name,
+            run_date=run_date,
+            inputs=0,
+            published=0,
+            levers=[Lever(lever="route", value="none", rationale=why)],
+            deadline=deadline,
+            finished_at=datetime.now(UTC),
+        )
+        report_json = report.model_dump(mode="json")
+        run_dir = ObjectStoragePath(run_dir_for(spec.name, run_date))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with (run_dir / "report.json").open("w") as out:
+            out.write(json.dumps(report_json, indent=2))
+        get_store().finish_run(store_run_id, "succeeded", report_json)
+        set_dag_run_note(context["dag_run"], note_text(report), self.log)
+        raise AirflowSkipException(f"Empty night for {run_date}: {why}; an empty report was written")
+
+    def _wait_for_the_input(self, spec: WorkloadSpec, input_uri: str, run_date: date) -> None:
+        """A night's file that has not landed yet is waited for, deferred (no worker slot), for the
+        spec's ``input.wait_for``. Only the spec's own input waits: a file named in the run's Params is
+        expected to be there (a typo should fail now, not in two hours)."""
+        if spec.input.wait_for is None or self.input_uri or not input_uri:
+            return
+        location = input_location(input_uri)
+        if location.exists():
+            return
+        give_up_at = datetime.now(UTC) + spec.input.wait_for
+        self.log.info(
+            "The input of %s for %s has not landed: waiting for %s until %s (input.wait_for %s)",
+            spec.name,
+            run_date,
+            location,
+            give_up_at.isoformat(timespec="seconds"),
+            spec.input.wait_for,
+        )
+        self.defer(
+            trigger=InputLandedTrigger(
+                uri=str(location), give_up_at=give_up_at.timestamp(), poll_interval=self.input_poll_interval
+            ),
+            method_name="execute_when_landed",
+        )
+
+    def execute_when_landed(self, context: Any, event: dict[str, Any]) -> dict:
+        """Back from the triggerer: route the night whose input landed, or fail naming the file and date."""
+        if event["status"] != "landed":
+            spec = load_workload(self.workload)
+            run_date = spec.run_date(logical_date_of(context))
+            raise AirflowFailException(
+                f"The input of {spec.name} for {run_date} never landed: {event['uri']} did not exist "
+                f"after waiting {spec.input.wait_for} (input.wait_for). Put the file there and clear "
+                "route, or trigger the date with input_uri set to where the file is."
+            )
+        return self.execute(context)

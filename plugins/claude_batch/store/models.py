@@ -83,6 +83,8 @@ class Run(Base):
     report: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    # Why the night failed (the failing task and its error), for the plugin's page.
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class Shard(Base):

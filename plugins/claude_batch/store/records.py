@@ -41,6 +41,7 @@ class RunRecord(_Record):
     report: dict[str, Any] | None
     created_at: datetime
     finished_at: datetime | None
+    error: str | None = None
 
 
 class ShardRecord(_Record):

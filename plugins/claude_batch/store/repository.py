@@ -68,6 +68,7 @@ from claude_batch.store.records import (
 T = TypeVar("T")
 
 RUN_OPEN = "running"
+RUN_FAILED = "failed"
 
 # Rows per statement and per transaction of a bulk write.
 BULK_CHUNK = 5_000
@@ -229,6 +230,7 @@ class Store:
             "deadline": deadline,
             "params": dict(params or {}),
             "finished_at": None,
+            "error": None,
         }
         stmt = self._insert(Run).values(
             workload=workload, logical_date=logical_date, created_at=_utcnow(), **reopened
@@ -247,6 +249,18 @@ class Store:
             run.finished_at = _utcnow()
             session.flush()
             return RunRecord.model_validate(run)
+
+    def fail_run(self, workload: str, logical_date: date, dag_run_id: str | None, error: str) -> RunRecord:
+        """Mark the run of a date failed with its error; creates the row when the night failed before
+        route opened it, so every failed night is in the store."""
+        failed = {"dag_run_id": dag_run_id, "status": RUN_FAILED, "error": error, "finished_at": _utcnow()}
+        stmt = self._insert(Run).values(
+            workload=workload, logical_date=logical_date, created_at=_utcnow(), params={}, **failed
+        )
+        stmt = stmt.on_conflict_do_update(index_elements=[Run.workload, Run.logical_date], set_=failed)
+        with self._writing() as session:
+            run_id = session.execute(stmt.returning(Run.id)).scalar_one()
+            return RunRecord.model_validate(self._run(session, run_id))
 
     def get_run(self, run_id: int) -> RunRecord:
         """The run with this id; raises UnknownRunError when there is none."""

@@ -689,12 +689,8 @@ class WorkloadSpec(BaseModel):
         return self._base_dir / getattr(self.prompt, which)
 
     def run_date(self, logical_date: datetime) -> date:
-        """The run's date: Airflow's ``ds`` (the logical date's date in UTC), the date in custom_ids,
-        run folders, the store and the uri's ``{ds}``. The DAG reads ``schedule`` in the deadline's
-        zone, so the bundled 01:00 New York night (05:00 or 06:00 UTC) keeps its local date."""
-        if logical_date.tzinfo is None:
-            raise ValueError("logical_date must be timezone-aware")
-        return logical_date.astimezone(UTC).date()
+        """See ``run_date_of``."""
+        return run_date_of(logical_date)
 
     def deadline_for(self, logical_date: datetime) -> datetime:
         """See ``DeadlineSpec.deadline_for``."""
@@ -742,6 +738,15 @@ class WorkloadSpec(BaseModel):
         if output_config:
             options["output_config"] = output_config
         return options
+
+
+def run_date_of(logical_date: datetime) -> date:
+    """A run's date: Airflow's ``ds`` (the logical date's date in UTC), the date in custom_ids, run
+    folders, the store and the uri's ``{ds}``. The DAG reads ``schedule`` in the deadline's zone, so
+    the bundled 01:00 New York night (05:00 or 06:00 UTC) keeps its local date."""
+    if logical_date.tzinfo is None:
+        raise ValueError("logical_date must be timezone-aware")
+    return logical_date.astimezone(UTC).date()
 
 
 def _base_dir_of(info: ValidationInfo) -> Path:

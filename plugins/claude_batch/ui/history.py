@@ -34,6 +34,7 @@ class RunPoint(BaseModel):
     shard_requests: list[int]
     health_shares: dict[str, float]
     health_level: str | None
+    error: str | None = None
 
 
 def report_of(run: RunRecord) -> RunReport | None:
@@ -49,12 +50,35 @@ def _slack_hours(deadline: datetime | None, finished_at: datetime | None) -> flo
     return round((deadline - finished_at).total_seconds() / 3600, 2)
 
 
+def _unreported(run: RunRecord) -> RunPoint:
+    """A run with no report yet (running, or failed before publish): its state and error, no counts."""
+    return RunPoint(
+        run_id=run.id,
+        run_date=run.logical_date,
+        status=run.status,
+        dag_run_id=run.dag_run_id,
+        first_try=0,
+        recovered=0,
+        quarantined={},
+        cost_usd=0.0,
+        all_sync_cost_usd=0.0,
+        slack_hours=None,
+        batches_created=0,
+        shard_requests=[],
+        health_shares={},
+        health_level=None,
+        error=run.error,
+    )
+
+
 def run_history(store: Store, workload: str, limit: int = 60) -> list[RunPoint]:
-    """The workload's reported runs, oldest first (the charts read left to right)."""
+    """The workload's runs, oldest first (the charts read left to right); a night that failed before
+    its report is there too, with its state and error (the runbook sends on-call staff here first)."""
     points = []
     for run in reversed(store.recent_runs(workload, limit)):
         report = report_of(run)
         if report is None:
+            points.append(_unreported(run))
             continue
         points.append(
             RunPoint(
@@ -76,6 +100,7 @@ def run_history(store: Store, workload: str, limit: int = 60) -> list[RunPoint]:
                     if cause != "succeeded"
                 },
                 health_level=report.health.level.value if report.health else None,
+                error=run.error,
             )
         )
     return points

@@ -17,16 +17,26 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from claude_batch.redaction import redact
+from claude_batch.strategy.report import RunReport
 
 NOTE_CONN_ID = "airflow_api"
 # The dag_run_note table holds up to 1,000 characters.
 NOTE_MAX_CHARS = 1000
 
 
-def note_text(summary_lines: list[str]) -> str:
-    """The report's summary as Markdown lines, cut to what a note holds."""
+def note_headline(report: RunReport) -> str:
+    """The counts a person scanning the grid needs, on one line (the grid shows a note's first line)."""
+    health = report.health.level.value if report.health else "n/a"
+    return (
+        f"{report.published} published, {report.quarantined_total} quarantined of {report.inputs}; "
+        f"cost ${report.cost_usd:.2f} vs ${report.all_sync_cost_usd:.2f} all-sync; health {health}"
+    )
+
+
+def note_text(report: RunReport) -> str:
+    """The headline, then the report's summary as Markdown lines, cut to what a note holds."""
     # A note is shown to everyone who may read the DAG: an upstream's words in it are redacted.
-    text = redact("\n".join(f"- {line}" for line in summary_lines))
+    text = redact("\n".join([note_headline(report), *(f"- {line}" for line in report.summary_lines())]))
     return text if len(text) <= NOTE_MAX_CHARS else text[: NOTE_MAX_CHARS - 1] + "…"
 
 

@@ -27,7 +27,7 @@ STORE_TABLES = {
     "round_routes",
 }
 # The newest revision: a new migration moves it.
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _schema_diff(url: str) -> list[object]:
@@ -86,6 +86,28 @@ def test_migrating_again_changes_nothing(store_url: str) -> None:
     migrate(store_url)
 
     assert _tables_and_head(store_url) == (STORE_TABLES | {VERSION_TABLE}, [HEAD])
+
+
+def test_upgrading_a_store_of_the_first_revision_keeps_its_runs(store_url: str) -> None:
+    engine = make_engine(store_url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0001")
+        connection.execute(
+            sa.text(
+                "INSERT INTO runs (workload, logical_date, status, params, created_at) "
+                "VALUES ('w', '2026-06-07', 'succeeded', '{}', '2026-06-07 08:00:00')"
+            )
+        )
+    engine.dispose()
+
+    migrate(store_url)
+
+    engine = make_engine(store_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT workload, status, error FROM runs")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("w", "succeeded", None)]
+    assert _schema_diff(store_url) == []
 
 
 def test_downgrade_to_base_removes_the_store(store_url: str) -> None:

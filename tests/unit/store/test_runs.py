@@ -78,3 +78,30 @@ def test_unknown_run_is_reported_by_id(store: Store) -> None:
         store.get_run(404)
     with pytest.raises(UnknownRunError):
         store.finish_run(404, "failed", {})
+
+
+def test_a_night_that_failed_before_its_run_was_opened_gets_a_failed_row(store: Store) -> None:
+    failed = store.fail_run("loan_review", LOGICAL_DATE, "scheduled__1", "route: input never arrived")
+
+    assert store.recent_runs("loan_review") == [failed]
+    assert (failed.status, failed.error, failed.dag_run_id) == (
+        "failed",
+        "route: input never arrived",
+        "scheduled__1",
+    )
+    assert failed.finished_at is not None
+
+
+def test_failing_an_open_run_keeps_it_and_a_rerun_clears_the_error(store: Store) -> None:
+    opened = store.open_run("loan_review", LOGICAL_DATE, "scheduled__1", params={"input_uri": "x"})
+
+    failed = store.fail_run("loan_review", LOGICAL_DATE, "scheduled__1", "sample_validate: gate failed")
+    again = store.open_run("loan_review", LOGICAL_DATE, "manual__2")
+
+    assert failed.id == opened.id
+    assert (failed.status, failed.error, failed.params) == (
+        "failed",
+        "sample_validate: gate failed",
+        {"input_uri": "x"},
+    )
+    assert (again.status, again.error) == ("running", None)
