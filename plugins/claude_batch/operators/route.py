@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 from airflow.providers.anthropic.hooks.anthropic import FIRST_PARTY_PLATFORMS
-from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
@@ -21,11 +20,9 @@ from claude_batch.operators.run import (
     logical_date_of,
     run_dir_for,
 )
-from claude_batch.strategy.report import Lever, RunReport
 from claude_batch.strategy.routing import decide_route, step_facts
 from claude_batch.strategy.spec import WorkloadSpec, load_workload
 from claude_batch.triggers.input import InputLandedTrigger
-from claude_batch.ui.notes import note_text, set_dag_run_note
 
 
 def batch_unavailable(conn_id: str, spec: WorkloadSpec) -> str | None:
@@ -101,8 +98,6 @@ class RouteOperator(BaseOperator):
             volume = count_input(spec, input_uri)
         except InputUnreadableError as error:
             raise AirflowFailException(str(error)) from error  # retrying reads the same bytes
-        if volume == 0:
-            self._end_empty_night(context, spec, run.id, run_date, input_uri, deadline)
         no_batch = batch_unavailable(self.conn_id, spec)
         decision = decide_route(
             step_facts(spec.routing, "bulk", volume, datetime.now(UTC), deadline, batch_unavailable=no_batch)
@@ -131,36 +126,6 @@ class RouteOperator(BaseOperator):
             route=decision.route,
             route_rationale=decision.rationale,
         ).model_dump(mode="json")
-
-    def _end_empty_night(
-        self,
-        context: Any,
-        spec: WorkloadSpec,
-        store_run_id: int,
-        run_date: date,
-        input_uri: str,
-        deadline: datetime,
-    ) -> None:
-        """A night with no records is a success with an empty report, not a sample that cannot pass:
-        the report is written as publish writes it, and every later task is skipped."""
-        why = f"no input records in {input_uri or 'the input query'}: nothing to send"
-        report = RunReport(
-            workload=spec.name,
-            run_date=run_date,
-            inputs=0,
-            published=0,
-            levers=[Lever(lever="route", value="none", rationale=why)],
-            deadline=deadline,
-            finished_at=datetime.now(UTC),
-        )
-        report_json = report.model_dump(mode="json")
-        run_dir = ObjectStoragePath(run_dir_for(spec.name, run_date))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with (run_dir / "report.json").open("w") as out:
-            out.write(json.dumps(report_json, indent=2))
-        get_store().finish_run(store_run_id, "succeeded", report_json)
-        set_dag_run_note(context["dag_run"], note_text(report), self.log)
-        raise AirflowSkipException(f"Empty night for {run_date}: {why}; an empty report was written")
 
     def _wait_for_the_input(self, spec: WorkloadSpec, input_uri: str, run_date: date) -> None:
         """A night's file that has not landed yet is waited for, deferred (no worker slot), for the

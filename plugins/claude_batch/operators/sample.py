@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
@@ -124,6 +124,10 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
 
     def execute(self, context: Any) -> dict:
         run = RunContext.of(self.run)
+        if run.input_count == 0:
+            # An empty night: nothing to sample, estimate or shard (those are skipped with this), and
+            # publish closes the run with an empty report; a success, not a gate that cannot pass.
+            raise AirflowSkipException(f"No input records in {run.input_uri}: nothing to sample")
         spec = run.spec()
         store = get_store()
         fingerprint = prompt_fingerprint(spec)
