@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test system-test lint freeze demo airflow bench clean
+.PHONY: setup test-packages test system-test lint freeze demo airflow bench clean
 
 setup: $(STAMP)
 
@@ -16,12 +16,28 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
+# What the tests need beyond pip: Debian's chromium (the UI tests drive it headless) and docker-compose
+# (the compose file check). Installed when missing (as root, with apt-get); otherwise named.
+test-packages:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing (Debian packages the tests need)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "the tests need$$missing: install them (sudo apt-get install -y$$missing) and run make test again" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
 # The system tests (real Airflow components as processes, minutes each) run apart: `make system-test`.
-test: setup
+test: setup test-packages
 	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
 
 # Scheduler, dag-processor, triggerer, api-server (and Celery workers) as processes; prints timings.
-system-test: setup
+system-test: setup test-packages
 	$(BIN)/python -m pytest tests/system -m system --durations=0 $(PYTEST_ARGS)
 
 # The nightly loan review end to end on SQLite against the bundled emulator; prints the run report.

@@ -54,10 +54,13 @@ Model `{spec.model}`, business key `{", ".join(spec.business_key)}`, deadline
 {spec.deadline.local_time:%H:%M} {spec.deadline.timezone}. Each stage logs its decision with the
 numbers behind it; the run report (task `publish`) states the rationale of every lever.
 
-Clearing any task is safe: submit re-attaches to the batch it already created, partition re-reads
-the saved results, publish upserts. Params let you run another input file, move the deadline or
-force a sample size for a backfill; `mode` = `sample_only` tries the prompt on the sample alone
-(task `sample_report` has the pass rate against the previous prompt; nothing is sent in batch).
+Clearing a task never pays twice: submit re-attaches to the batch it already created, partition
+re-reads the saved results, publish upserts. Except `shards.wait`: clearing it (or marking it failed)
+while it is deferred **cancels its batch** (recovery re-queues the canceled requests); clear it only
+to give up on a batch, as the runbook says. Every Param may stay empty (the spec's input for the run
+date, its deadline, a sample sized by the prompt's history); set them to run another input file,
+move the deadline or force a sample size; `mode` = `sample_only` tries the prompt on the sample
+alone (task `sample_report` has the pass rate against the previous prompt; nothing is sent in batch).
 """
 
 

@@ -31,5 +31,4 @@ def test_publish_sets_the_report_summary_as_the_dag_run_note(pipeline_for, tmp_p
     assert headline.endswith("all-sync; health ok")
     assert lines[0] == "- run report: loan_disclosure_review 2026-06-07"
     assert "- records: 40 in = 40 published + 0 quarantined" in note
-    assert "- lever cost guard" in note
     assert len(note) <= 1000

@@ -196,3 +196,32 @@ def test_a_night_whose_input_never_lands_fails_naming_the_file_and_the_date(pipe
     assert run.error.startswith("route: The input of loan_disclosure_review for 2026-06-07 never landed: ")
     assert str(night_file) in run.error
     assert pipeline.emulator.stats()["messages_created"] == 0
+
+
+def test_make_airflow_writes_inputs_for_the_last_seven_nights_and_today() -> None:
+    from claude_demo.standalone import recent_run_dates
+
+    spec = load_workload(WORKLOAD)
+    # 03:00 UTC on 30 November: the latest night (01:00 New York = 06:00 UTC) was the 29th's.
+    dates = recent_run_dates(spec, datetime(2026, 11, 30, 3, tzinfo=UTC))
+    assert dates == [date(2026, 11, 30 - n) for n in range(8)]
+    # 12:00 UTC: the 30th's night has run, so it is the latest and today at once.
+    assert recent_run_dates(spec, datetime(2026, 11, 30, 12, tzinfo=UTC)) == [
+        date(2026, 11, 30 - n) for n in range(7)
+    ]
+
+
+def test_the_dag_doc_and_the_runbook_agree_that_clearing_a_wait_cancels_its_batch() -> None:
+    from tests.conftest import REPO_ROOT
+
+    doc = " ".join(build_workload_dag(load_workload(WORKLOAD)).doc_md.split())
+    assert (
+        "Except `shards.wait`: clearing it (or marking it failed) while it is deferred **cancels its batch**"
+        in doc
+    )
+    runbook_row = next(
+        line
+        for line in (REPO_ROOT / "README.md").read_text().splitlines()
+        if line.startswith("| `shards.wait` | while")
+    )
+    assert "**cancels the batch**" in runbook_row
