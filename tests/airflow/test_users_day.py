@@ -129,7 +129,7 @@ def test_a_failed_night_is_marked_failed_in_the_store_with_its_error(pipeline_fo
     assert dag_run.state == "failed"
     run = next(r for r in pipeline.store().recent_runs(WORKLOAD) if r.logical_date == date(2026, 6, 7))
     assert run.status == "failed"
-    assert run.error.startswith("sample_validate: Sample gate failed for loan_disclosure_review")
+    assert run.error.startswith("sample_validate: Sample gate of loan_disclosure_review for 2026-06-07: ")
     # The plugin's history lists it, state and error, though it never reached publish.
     from claude_batch.ui.history import run_history
 
