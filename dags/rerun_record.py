@@ -66,7 +66,9 @@ def rerun_record_dag():
             }
         )
         dag_run = get_current_context()["dag_run"]
-        requested_by = f"dag run {dag_run.run_id}"
+        # Who triggered it, as the ledger's "who"; a run with no user (the CLI) is named by its run id.
+        user = getattr(dag_run, "triggering_user_name", None)
+        requested_by = f"{user} (rerun_record)" if user else f"rerun_record {dag_run.run_id}"
         try:
             result = rerun_record(request, requested_by=requested_by)
         except Exception as error:

@@ -153,4 +153,4 @@ def test_rerun_record_dag_publishes_the_record_from_its_params_form(pipeline_for
     store = pipeline.store()
     assert store.get_output(WORKLOAD, loan["loan_file_id"], RUN_DATE).source == "rerun"
     [row] = store.reruns(store.run_of_date(WORKLOAD, RUN_DATE).id)
-    assert row.reason == "from the form" and row.requested_by.startswith("dag run ")
+    assert row.reason == "from the form" and "rerun_record" in row.requested_by

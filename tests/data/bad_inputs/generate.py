@@ -33,9 +33,10 @@ def _lines(*lines: str) -> bytes:
 
 # A scanned loan file pasted whole: about 900 KB, over 200,000 tokens at 4 bytes each.
 HUGE_TEXT = "LOAN FILE bi26x\n" + "The borrower promises to pay the lender as scheduled. " * 17_000
-# Windows paths and quoted terms: every backslash and quote doubles when the request is written as
-# JSON, so 560 KB of text (about 140,000 tokens, inside the window) makes a request over 1 MB.
-ESCAPE_HEAVY_TEXT = 'LOAN FILE bi27x \\\\scan\\"p\\" ' + '\\"' * 280_000
+# Windows paths: every backslash doubles when the request is written as JSON, so 560 KB of text
+# (about 140,000 tokens, inside the window) makes a request over 1 MB. (Backslashes, not quotes: the
+# prompt escapes a quote as &#34;, which would push the text over the context window instead.)
+ESCAPE_HEAVY_TEXT = "LOAN FILE bi27x C:\\scans" + "\\" * 560_000
 
 GENERATED: dict[str, bytes] = {
     "26-huge-text-over-the-context-window.jsonl": _lines(
