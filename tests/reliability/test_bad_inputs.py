@@ -177,8 +177,9 @@ def test_the_whole_corpus_end_to_end_quarantines_each_bad_record_and_publishes_e
     combined = tmp_path / "inputs" / f"bad_inputs.{fmt}"
     offsets, _ = combined_input(files, combined, headers=fmt == "csv")
 
+    # A sample of 30: its valid answers are published as they are, the rest of the good files go in a batch.
     dag_run = pipeline.run(
-        WORKLOAD, combined, spec_changes=lambda spec: spec_reading(spec, fmt, str(combined))
+        WORKLOAD, combined, sample_size=30, spec_changes=lambda spec: spec_reading(spec, fmt, str(combined))
     )
 
     assert dag_run.state == "success"

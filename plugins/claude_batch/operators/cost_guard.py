@@ -257,6 +257,22 @@ class CostGuardOperator(ApprovalGate, BaseOperator):
         run = RunContext.of(self.run)
         spec = run.spec()
         budget = BudgetSpec.model_validate(self.budget) if self.budget else None
+        if not self.sample["sample_size"]:
+            self.log.info("Cost estimate: $0, the input %s has no record that can be sent", run.input_uri)
+            return CostEstimate(
+                estimated_usd=0.0,
+                sample_usd=0.0,
+                volume=run.input_count,
+                sampled=0,
+                from_sample=0,
+                to_send=0,
+                per_request=Usage(),
+                repairs=0,
+                cache_writes=0,
+                route=run.route,
+                budget_usd=budget.usd if budget else None,
+                action=budget.action if budget else None,
+            ).model_dump(mode="json")
         answers = sample_cost_facts(spec, self.sample)
         if answers is None:
             raise AirflowFailException(
