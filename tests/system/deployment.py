@@ -204,7 +204,7 @@ class AirflowDeployment:
 
     # REST API
 
-    def _login(self) -> str:
+    def login(self) -> str:
         passwords = self.home / "simple_auth_manager_passwords.json.generated"
         password = json.loads(passwords.read_text())[ADMIN]
         response = httpx.post(
@@ -218,7 +218,7 @@ class AirflowDeployment:
         # Every poll goes through here: a component that died on its own fails the test at once.
         if crashed := [c.name for c in self.components.values() if c.crashed]:
             raise RuntimeError(f"Airflow components exited: {crashed}\n{self.log_tails()}")
-        self._token = self._token or self._login()
+        self._token = self._token or self.login()
         response = httpx.request(
             method,
             f"{self.api_url}/api/v2{path}",
@@ -228,6 +228,15 @@ class AirflowDeployment:
         )
         response.raise_for_status()
         return response.json()
+
+    def page(self, path: str) -> str:
+        """GET a page of the api-server (a plugin's page, say) as the admin user; returns its HTML."""
+        self._token = self._token or self.login()
+        response = httpx.get(
+            f"{self.api_url}{path}", headers={"Authorization": f"Bearer {self._token}"}, timeout=30
+        )
+        response.raise_for_status()
+        return response.text
 
     def wait_until_serving(self, timeout: float = 120) -> None:
         def healthy() -> bool:
