@@ -19,7 +19,7 @@ from claude_batch.strategy.cost import Usage, run_cost
 from claude_batch.strategy.health import HealthLevel, assess_health
 from claude_batch.strategy.partition import PartitionSummary
 from claude_batch.strategy.report import Lever, RunReport
-from claude_batch.ui.notes import note_text, set_dag_run_note
+from claude_batch.ui.notes import note_headline, note_text, set_dag_run_note
 
 
 def _partition_folders(run: RunContext) -> list[ObjectStoragePath]:
@@ -157,7 +157,9 @@ class PublishOperator(BaseOperator):
         store.finish_run(run.store_run_id, status, report_json)
         for line in report.summary_lines():
             self.log.info("%s", line)
-        set_dag_run_note(context["dag_run"], note_text(report), self.log)
+        set_dag_run_note(
+            context["dag_run"], note_text(report.summary_lines(), note_headline(report)), self.log
+        )
         if not balanced:
             raise AirflowFailException(
                 f"Records unaccounted for: {run.input_count} input records counted, {accounting.inputs} read, "

@@ -33,10 +33,12 @@ def note_headline(report: RunReport) -> str:
     )
 
 
-def note_text(report: RunReport) -> str:
-    """The headline, then the report's summary as Markdown lines, cut to what a note holds."""
+def note_text(summary_lines: list[str], headline: str | None = None) -> str:
+    """The headline (a run report's: ``note_headline``), then the summary as Markdown lines, cut to
+    what a note holds."""
+    lines = [f"- {line}" for line in summary_lines]
     # A note is shown to everyone who may read the DAG: an upstream's words in it are redacted.
-    text = redact("\n".join([note_headline(report), *(f"- {line}" for line in report.summary_lines())]))
+    text = redact("\n".join([headline, *lines] if headline else lines))
     return text if len(text) <= NOTE_MAX_CHARS else text[: NOTE_MAX_CHARS - 1] + "…"
 
 
