@@ -119,6 +119,30 @@ def test_failing_sample_gate_stops_before_any_batch_is_created(pipeline_for) -> 
     assert store.outputs_count("loan_disclosure_review", date(2026, 6, 7)) == 0
 
 
+def test_a_sample_gate_under_warn_goes_on_without_paying_its_valid_answers_again(pipeline_for) -> None:
+    pipeline = pipeline_for(faults={"requests": {"cut_off": 0.05}}, seed=1)
+    loans = pipeline.loan_input(120)
+
+    def warn_on_any_invalid_answer(spec):
+        return spec.model_copy(
+            update={"sample": spec.sample.model_copy(update={"action": "warn", "pass_gate": 1.0})}
+        )
+
+    dag_run = pipeline.run("loan_disclosure_review", loans, spec_changes=warn_on_any_invalid_answer)
+
+    assert dag_run.state == "success"
+    report = _report(pipeline)
+    store = pipeline.store()
+    round_zero = sum(
+        a.request_count for a in store.attempts_of_run(_tonight(store)) if a.round == 0 and a.kind == "batch"
+    )
+    # The gate failed (some sample answers were cut off), yet its valid answers are published as
+    # they are and only the other records go in the night's batch.
+    assert 0 < report.from_sample < 100
+    assert round_zero == report.inputs - report.from_sample
+    assert report.inputs == report.published + report.quarantined_total == 120
+
+
 def test_rerunning_a_date_reattaches_instead_of_paying_twice(pipeline_for) -> None:
     pipeline = pipeline_for(processing_seconds=0.5)
     loans = pipeline.loan_input(130)

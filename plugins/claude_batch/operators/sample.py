@@ -190,7 +190,9 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
             spec.name, fingerprint, spec.model, gate.n, gate.pass_rate, gate.passed
         )
         # A sample-only run publishes nothing: a later night of the date must not take its answers.
-        keep = gate.passed and RunMode(self.mode) is RunMode.FULL
+        # Under `warn` the night goes on with this prompt, so its valid answers are as good as the
+        # batch's would be; sending those records again would pay for them twice.
+        keep = RunMode(self.mode) is RunMode.FULL and (gate.passed or spec.sample.action == "warn")
         answered = _keep_valid_answers(run, spec, sample, gate, parts) if keep else 0
         for line in gate.summary_lines():
             self.log.info("%s", line)
