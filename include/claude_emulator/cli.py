@@ -8,6 +8,7 @@ api_key="any-key")``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import uvicorn
 from claude_emulator.app import create_app
 from claude_emulator.emulator import EmulatorConfig
 from claude_emulator.faults import FaultPlan, load_fault_plan
+from claude_emulator.tokens import MODELS
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -72,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="emulator seconds a batch takes to process (default 0: ended when first observed)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every fault decision (default 0)")
+    parser.add_argument(
+        "--context-window",
+        type=int,
+        help="input tokens every model takes at most (default: each model's own, 200,000 and up); "
+        "a small window lets a test exercise oversized documents with small files",
+    )
     return parser
 
 
@@ -81,6 +89,12 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.context_window is not None:
+        if args.context_window < 1:
+            raise SystemExit("--context-window must be at least 1")
+        # This process serves one emulator: its model table is the emulator's configuration.
+        for model, spec in MODELS.items():
+            MODELS[model] = dataclasses.replace(spec, context_window=args.context_window)
     faults = load_fault_plan(args.faults) if args.faults else FaultPlan()
     scratch = None if args.state else Path(tempfile.mkdtemp(prefix="claude-emulator-"))
     state_path = args.state or scratch / "state.db"

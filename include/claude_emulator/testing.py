@@ -133,6 +133,7 @@ def running_emulator(
     processing_seconds: float = 0.0,
     seed: int = 0,
     host: str = "127.0.0.1",
+    context_window: int | None = None,
 ) -> Iterator[EmulatorHandle]:
     """A ``claude-emulator`` subprocess on a free port for the duration of the block.
 
@@ -142,11 +143,14 @@ def running_emulator(
     :param processing_seconds: emulator seconds a batch takes to process.
     :param seed: the seed of the fault decisions.
     :param host: the address to listen on (a test host's network reaches it there).
+    :param context_window: input tokens every model takes at most (``--context-window``).
     """
     with tempfile.TemporaryDirectory(prefix="claude-emulator-test-") as scratch:
         workdir = Path(scratch)
         arguments = ["--time-scale", repr(time_scale), "--processing-seconds", repr(processing_seconds)]
         arguments += ["--seed", str(seed)]
+        if context_window is not None:
+            arguments += ["--context-window", str(context_window)]
         if faults is not None:
             fault_file = workdir / "faults.json"
             fault_file.write_text(json.dumps(faults), encoding="utf-8")

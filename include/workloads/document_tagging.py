@@ -9,9 +9,12 @@ The business key is ``doc_id``; ``department`` is the field the sample is strati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TAGS = 3
 
 
 class Tag(StrEnum):
@@ -55,5 +58,24 @@ class DocumentTags(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     doc_id: str = Field(min_length=1)
-    tags: list[Tag] = Field(min_length=1, max_length=3)
+    tags: list[Tag] = Field(min_length=1, max_length=MAX_TAGS)
     summary: str = Field(min_length=1, max_length=500)
+
+
+def merge_tags(parts: Sequence[DocumentTags]) -> DocumentTags:
+    """The tags of a whole document from the tags of its chunks (in document order): their union.
+
+    A topic of any part is a topic of the document. The schema allows three tags, so when the union
+    holds more, the tags named by the most chunks are kept (ties: the earlier in the document, then
+    the higher in each chunk's own ranking). The summary is the first chunk's.
+    """
+    if not parts:
+        raise ValueError("a document has at least one chunk to merge")
+    first_seen: dict[Tag, int] = {}
+    named: dict[Tag, int] = {}
+    for part in parts:
+        for tag in part.tags:
+            first_seen.setdefault(tag, len(first_seen))
+            named[tag] = named.get(tag, 0) + 1
+    ranked = sorted(named, key=lambda tag: (-named[tag], first_seen[tag]))
+    return DocumentTags(doc_id=parts[0].doc_id, tags=ranked[:MAX_TAGS], summary=parts[0].summary)

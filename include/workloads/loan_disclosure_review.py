@@ -9,6 +9,7 @@ The business key is ``loan_file_id``; ``product`` is the field the sample is str
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,3 +77,32 @@ class LoanReview(BaseModel):
     missing_disclosures: list[Disclosure]
     risk_level: RiskLevel
     rationale: str = Field(min_length=1, max_length=2000)
+
+
+def merge_reviews(parts: Sequence[LoanReview]) -> LoanReview:
+    """The review of a whole loan file from the reviews of its chunks (in file order).
+
+    Each chunk sees part of the file, so it reports as missing every disclosure that is not in *its*
+    part. A disclosure is missing from the file only when it is missing from every chunk: the
+    intersection. A union would flag a disclosure that is present, just in another chunk, and the
+    analyst would act on a false finding. The risk level follows from the merged set, by the policy.
+    """
+    if not parts:
+        raise ValueError("a loan file has at least one chunk to merge")
+    missing = set(parts[0].missing_disclosures)
+    for part in parts[1:]:
+        missing &= set(part.missing_disclosures)
+    ordered = [disclosure for disclosure in Disclosure if disclosure in missing]
+    if ordered:
+        rationale = (
+            f"{len(ordered)} of {len(Disclosure)} required disclosures are missing from all "
+            f"{len(parts)} parts of the file: " + ", ".join(d.value for d in ordered) + "."
+        )
+    else:
+        rationale = f"Every required disclosure is present in one of the {len(parts)} parts of the file."
+    return LoanReview(
+        loan_file_id=parts[0].loan_file_id,
+        missing_disclosures=ordered,
+        risk_level=risk_for(len(ordered)),
+        rationale=rationale,
+    )

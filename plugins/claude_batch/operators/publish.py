@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.store import get_store
+from claude_batch.operators.chunks import publish_chunked_records
 from claude_batch.operators.cost_guard import estimate_lever
 from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, read_lines
 from claude_batch.store import OutputRow
@@ -78,6 +79,18 @@ class PublishOperator(BaseOperator):
         batch_usage, sync_usage = Usage(), _sample_usage(run)
         first_mix: dict[str, int] = {}
         recovered = from_sample = 0
+        # Chunk answers are held back: a chunked record is published once, merged, when all are in.
+        chunk_entries = list(store.iter_chunks(run.store_run_id))
+        chunk_ids = {entry.custom_id for entry in chunk_entries}
+        chunk_answers: dict[str, OutputRow] = {}
+
+        def whole_records(rows: Iterator[OutputRow]) -> Iterator[OutputRow]:
+            for row in rows:
+                if row.custom_id in chunk_ids:
+                    chunk_answers[row.custom_id] = row
+                else:
+                    yield row
+
         folders = _partition_folders(run)
         for folder in folders:
             round_number, shard_index = _round_and_shard(folder)
@@ -95,7 +108,7 @@ class PublishOperator(BaseOperator):
                 for cause, n in summary.cause_counts().items():
                     first_mix[cause] = first_mix.get(cause, 0) + n
             published = store.upsert_outputs(
-                spec.name, run.run_date, _succeeded_rows(folder, round_number, source)
+                spec.name, run.run_date, whole_records(_succeeded_rows(folder, round_number, source))
             )
             crash_point("publish.after_first_upsert")
             if source == "sample":
@@ -103,6 +116,17 @@ class PublishOperator(BaseOperator):
             elif round_number > 0:
                 recovered += published
 
+        chunking = None
+        if chunk_entries:
+            merged = publish_chunked_records(store, run, spec, chunk_entries, chunk_answers, self.log)
+            recovered += merged.recovered
+            chunk_cost = run_cost(
+                merged.usage_by_source["batch"],
+                merged.usage_by_source["sync"],
+                spec.model,
+                spec.price_table(),
+            )
+            chunking = merged.summary(chunk_cost.actual_usd)
         accounting = store.accounting(run.store_run_id)
         quarantined = store.quarantine_counts(run.store_run_id)
         cost = run_cost(batch_usage, sync_usage, spec.model, spec.price_table())
@@ -117,6 +141,8 @@ class PublishOperator(BaseOperator):
         for task_id in ("sample_validate", "shard"):
             if lever := ti.xcom_pull(task_ids=task_id, key="lever"):
                 levers.append(Lever.model_validate(lever))
+        if lever := ti.xcom_pull(task_ids="shard", key="chunk_lever"):
+            levers.append(Lever.model_validate(lever))
         if estimate := ti.xcom_pull(task_ids="cost_guard"):
             levers.append(estimate_lever(estimate, cost.actual_usd))
         for route in (ti.xcom_pull(task_ids="recover") or {}).get("routes", []):
@@ -142,6 +168,9 @@ class PublishOperator(BaseOperator):
             cost_usd=round(cost.actual_usd, 6),
             all_sync_cost_usd=round(cost.all_sync_usd, 6),
             health=health,
+            chunking=chunking.model_copy(update={"cost_share": chunking.cost_usd / cost.actual_usd})
+            if chunking is not None and cost.actual_usd
+            else chunking,
             levers=levers,
             deadline=run.deadline,
             finished_at=datetime.now(UTC),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
@@ -11,19 +11,21 @@ from typing import Any
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from pydantic import BaseModel
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.partition import partition_dir, partition_submission
 from claude_batch.operators.route import batch_unavailable
-from claude_batch.operators.run import RunContext
+from claude_batch.operators.run import RunContext, read_input
 from claude_batch.operators.shard import manifest_rows, read_quarantine_file
 from claude_batch.operators.submit import max_requests_in_flight, queue_is_full, submit_requests
 from claude_batch.sensors.batch import CANCEL_GRACE_SECONDS
 from claude_batch.store import ShardRecord, Store
 from claude_batch.strategy.partition import FailureRecord, read_failures
-from claude_batch.strategy.recovery import RecoveryPlan, plan_recovery
+from claude_batch.strategy.recovery import RecoveryPlan, SplitSource, is_too_long, plan_recovery
 from claude_batch.strategy.routing import Route, decide_route, step_facts
+from claude_batch.strategy.sharding import ValidRecord, check_record
 from claude_batch.triggers.batch import BatchEndedTrigger
 
 
@@ -44,6 +46,36 @@ def round_failures(
     run: RunContext, shard_indexes: Sequence[int], round_number: int
 ) -> Iterator[FailureRecord]:
     return chain.from_iterable(read_failures(partition_dir(run, round_number, i)) for i in shard_indexes)
+
+
+def split_sources(run: RunContext, store: Store, failures: Iterable[FailureRecord]) -> dict[str, SplitSource]:
+    """The records of the requests refused as too long, read again from the input, for recovery to
+    split them (only when the spec declares chunking; the input is read only when there are some)."""
+    spec = run.spec()
+    if spec.chunking is None:
+        return {}
+    too_long = [failure.custom_id for failure in failures if is_too_long(failure)]
+    if not too_long:
+        return {}
+    entries = store.manifest_lookup(run.store_run_id, too_long)
+    wanted = {entry.position: entry for entry in entries.values() if entry.position is not None}
+    records: dict[int, BaseModel] = {}
+    for read in read_input(spec, run.input_uri):
+        entry = wanted.get(read.position)
+        if entry is None:
+            continue
+        checked = check_record(spec, read, run.run_date)
+        # A record that is not the one the request was made from (the input changed) is not split.
+        if isinstance(checked, ValidRecord) and checked.business_key == entry.business_key:
+            records[read.position] = checked.record
+    sources = {}
+    for custom_id, entry in entries.items():
+        if entry.position in records:
+            span = None if entry.text_start is None else (entry.text_start, entry.text_end or 0)
+            sources[custom_id] = SplitSource(
+                records[entry.position], entry.position, entry.chunk_depth or 0, span
+            )
+    return sources
 
 
 class RecoverOperator(BaseOperator):
@@ -107,12 +139,14 @@ class RecoverOperator(BaseOperator):
         no_batch = batch_unavailable(self.conn_id, spec)
         while True:
             submitted = round_request_files(run, store, round_number)
+            shard_indexes = [index for index, _ in submitted]
             plan = plan_recovery(
                 spec,
-                round_failures(run, [index for index, _ in submitted], round_number),
+                round_failures(run, shard_indexes, round_number),
                 [path for _, path in submitted],
                 round_number,
                 run.path("recovery"),
+                split_sources(run, store, round_failures(run, shard_indexes, round_number)),
             )
             store.quarantine(run.store_run_id, read_quarantine_file(ObjectStoragePath(plan.quarantine_path)))
             store.add_manifest(run.store_run_id, manifest_rows(ObjectStoragePath(plan.manifest_path)))

@@ -15,7 +15,8 @@ from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, read_inpu
 from claude_batch.store import ManifestRow, QuarantineRow, ShardRecord
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.manifest import read_manifest
-from claude_batch.strategy.sharding import write_shards
+from claude_batch.strategy.sharding import ShardPlan, write_shards
+from claude_batch.strategy.spec import WorkloadSpec
 
 
 def read_quarantine_file(location: Any) -> Iterator[QuarantineRow]:
@@ -35,6 +36,23 @@ def sample_answers(run: RunContext) -> set[str]:
     if not answers.exists():
         return set()
     return {json.loads(line)["custom_id"] for line in read_lines([answers])}
+
+
+def chunk_lever(spec: WorkloadSpec, plan: ShardPlan) -> dict[str, str]:
+    """The chunk-size lever: how large chunks are cut, and why, with this run's numbers."""
+    chunking = spec.chunking
+    assert chunking is not None
+    largest = f"at most {chunking.max_tokens:,} tokens" if chunking.max_tokens else "at most what fits"
+    return {
+        "lever": "chunk size",
+        "value": f"target {chunking.target_tokens:,} tokens, {largest} (context window "
+        f"{spec.context_window_tokens:,} tokens less max_tokens and the prompt, max_request_bytes "
+        f"{int(spec.max_request_bytes):,})",
+        "rationale": f"{plan.records_chunked} record(s) too large for one request sent as "
+        f"{plan.chunk_requests} chunks, cut between sections first so a section that fits is never cut, "
+        f"and merged by {chunking.merge}. Fewer, larger chunks repeat the prompt less (cheaper); "
+        "a rising count of chunked records means inputs are outgrowing the context window",
+    }
 
 
 class ShardOperator(BaseOperator):
@@ -84,10 +102,11 @@ class ShardOperator(BaseOperator):
         store.quarantine(run.store_run_id, read_quarantine_file(run.path("shards", "quarantine.jsonl")))
 
         self.log.info(
-            "Read %d records: %d answered by the sample, %d requests in %d shard(s) of at most %d requests "
-            "/ %s bytes, %d quarantined %s",
+            "Read %d records: %d answered by the sample, %d sent as chunks, %d requests in %d shard(s) of "
+            "at most %d requests / %s bytes, %d quarantined %s",
             plan.records_read,
             plan.answered_by_sample,
+            plan.records_chunked,
             plan.requests,
             len(plan.shards),
             spec.sharding.target_requests,
@@ -111,6 +130,8 @@ class ShardOperator(BaseOperator):
             "100,000 requests / 256 MB",
         }
         context["ti"].xcom_push(key="lever", value=lever)
+        if spec.chunking is not None:
+            context["ti"].xcom_push(key="chunk_lever", value=chunk_lever(spec, plan))
         context["ti"].xcom_push(key="plan", value=plan.model_dump(mode="json", exclude={"shards"}))
         return [
             {

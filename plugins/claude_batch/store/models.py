@@ -155,6 +155,13 @@ class ManifestEntry(Base):
     shard: Mapped[int]
     round: Mapped[int]
     position: Mapped[int | None] = mapped_column(BigInteger)
+    # A chunk of a record too large for one request (see strategy.manifest.ManifestEntry); null otherwise.
+    chunk_of: Mapped[str | None] = mapped_column(String(64))
+    chunk: Mapped[int | None]
+    chunk_count: Mapped[int | None]
+    chunk_depth: Mapped[int | None]
+    text_start: Mapped[int | None] = mapped_column(BigInteger)
+    text_end: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Output(Base):

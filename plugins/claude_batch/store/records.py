@@ -99,7 +99,9 @@ class ManifestRow(_Record):
     """custom_id ↔ business key of one request, with its shard and round.
 
     :param position: the input record's line or row; set in round 0, where each entry is one valid
-        input record (later rounds may leave it out).
+        input record or one of its chunks (later rounds may leave it out, chunks keep it).
+    :param chunk_of: for a chunk, the custom_id of what it is a part of; see
+        ``strategy.manifest.ManifestEntry`` for the chunk fields.
     """
 
     custom_id: str = Field(min_length=1, max_length=64)
@@ -107,6 +109,12 @@ class ManifestRow(_Record):
     shard: int = Field(ge=0)
     round: int = Field(default=0, ge=0)
     position: int | None = Field(default=None, ge=0)
+    chunk_of: str | None = Field(default=None, max_length=64)
+    chunk: int | None = Field(default=None, ge=1)
+    chunk_count: int | None = Field(default=None, ge=1)
+    chunk_depth: int | None = Field(default=None, ge=1)
+    text_start: int | None = Field(default=None, ge=0)
+    text_end: int | None = Field(default=None, ge=0)
 
 
 class OutputRow(_Record):
@@ -226,8 +234,9 @@ class SampleValidationRecord(_Record):
 class Accounting(_Record):
     """Where the records of a run ended, for the exactly-once check of the run report.
 
-    Records are the round-0 manifest entries (one per valid input record), matched to outputs by
-    business key and to quarantine rows by input position.
+    Records are the round-0 manifest entries (one per valid input record; a chunked record counts
+    once, by its first chunk), matched to outputs by business key and to quarantine rows by input
+    position.
 
     :param manifest: valid input records, sent as round-0 requests.
     :param published: of those, the ones with a published output.

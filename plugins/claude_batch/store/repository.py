@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, Insert, delete, exists, func, literal_column, select
+from sqlalchemy import ColumnElement, Engine, Insert, delete, exists, func, literal_column, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -88,6 +88,12 @@ _MANIFEST_COLUMNS = (
     ManifestEntry.shard,
     ManifestEntry.round,
     ManifestEntry.position,
+    ManifestEntry.chunk_of,
+    ManifestEntry.chunk,
+    ManifestEntry.chunk_count,
+    ManifestEntry.chunk_depth,
+    ManifestEntry.text_start,
+    ManifestEntry.text_end,
 )
 _OUTPUT_UPDATED = (
     "custom_id",
@@ -128,6 +134,12 @@ def _released_by(run_ids: Any, business_keys: list[str]) -> ColumnElement[bool]:
         ManifestEntry.business_key.in_(business_keys),
     )
     return QuarantineEntry.run_id.in_(run_ids) & published_record
+
+
+def _one_entry_per_record() -> ColumnElement[bool]:
+    """Of a round's manifest entries, one per record: a record chunked at shard time counts by its
+    first chunk (chunks split in recovery are in later rounds)."""
+    return or_(ManifestEntry.chunk.is_(None), ManifestEntry.chunk == 1)
 
 
 def _attempt_record(attempt: BatchAttempt) -> AttemptRecord:
@@ -341,6 +353,16 @@ class Store:
         if shard is not None:
             stmt = stmt.where(ManifestEntry.shard == shard)
         stmt = stmt.order_by(ManifestEntry.position.nulls_last(), ManifestEntry.custom_id)
+        with self._engine.connect() as connection:
+            for row in connection.execution_options(yield_per=BULK_CHUNK).execute(stmt):
+                yield ManifestRow.model_validate(row)
+
+    def iter_chunks(self, run_id: int) -> Iterator[ManifestRow]:
+        """Stream the chunk entries of a run (records too large for one request), by business key."""
+        stmt = select(*_MANIFEST_COLUMNS).where(
+            ManifestEntry.run_id == run_id, ManifestEntry.chunk_of.is_not(None)
+        )
+        stmt = stmt.order_by(ManifestEntry.business_key, ManifestEntry.custom_id)
         with self._engine.connect() as connection:
             for row in connection.execution_options(yield_per=BULK_CHUNK).execute(stmt):
                 yield ManifestRow.model_validate(row)
@@ -1023,11 +1045,12 @@ class Store:
                     func.count().filter(quarantined),
                     func.count().filter(~published, ~quarantined),
                     func.count().filter(published, quarantined),
-                ).where(ManifestEntry.run_id == run_id, ManifestEntry.round == 0)
+                ).where(ManifestEntry.run_id == run_id, ManifestEntry.round == 0, _one_entry_per_record())
             ).one()
             in_manifest = exists().where(
                 ManifestEntry.run_id == run_id,
                 ManifestEntry.round == 0,
+                _one_entry_per_record(),
                 ManifestEntry.position == QuarantineEntry.position,
             )
             rejected = session.scalar(

@@ -16,7 +16,14 @@ class ManifestEntry(BaseModel):
     :param shard: index of the request file within its round.
     :param round: 0 for the first submission, then 1, 2, ... for recovery rounds.
     :param position: the input line or row (round 0 only; later rounds inherit it through the key).
-    :param action: for recovery rounds, what was done to the request (retry, requeue, trim, repair).
+    :param action: for recovery rounds, what was done to the request (retry, requeue, split, repair).
+    :param chunk_of: for a chunk, the custom_id it is a part of: its record's (the record's own id,
+        which no request carries when the record was chunked at shard time), or the request it was
+        split from in recovery.
+    :param chunk: the chunk's number, 1 to ``chunk_count``, in text order.
+    :param chunk_depth: 1 for a chunk of a record, 2 for a chunk of a chunk, ...
+    :param text_start: where the chunk's text begins in the record's chunked field (characters).
+    :param text_end: where it ends.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -27,6 +34,12 @@ class ManifestEntry(BaseModel):
     round: int = 0
     position: int | None = None
     action: str | None = None
+    chunk_of: str | None = None
+    chunk: int | None = None
+    chunk_count: int | None = None
+    chunk_depth: int | None = None
+    text_start: int | None = None
+    text_end: int | None = None
 
 
 def read_manifest(path: ReadablePath, shard: int | None = None) -> Iterator[ManifestEntry]:

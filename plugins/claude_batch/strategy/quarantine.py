@@ -30,6 +30,9 @@ class QuarantineClass(StrEnum):
     NOT_RETRIED = "not_retried"
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
     RUN_LEVEL = "run_level"
+    # found at publish: a chunked record whose chunks cannot make one output
+    CHUNK_UNANSWERED = "chunk_unanswered"
+    MERGE_FAILED = "merge_failed"
 
 
 class QuarantineEntry(BaseModel):

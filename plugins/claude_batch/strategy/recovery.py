@@ -5,8 +5,9 @@ Each failure gets one remedy, by cause:
 - ``retry`` as is: transient server-side errors (api_error, overloaded_error, rate_limit_error,
   timeout_error), when the spec's ``recovery.retry`` lists them;
 - ``requeue`` as is: requests that were never processed (expired, canceled, missing);
-- ``trim``: a prompt the API found too long loses the middle of its user message (beginning and
-  end kept, a marker says how much was cut), once, when ``recovery.trim_oversized`` allows it;
+- ``split``: a prompt the API found too long is split into chunks (``sharding.split_request``) that
+  go into the next round, when the spec declares ``chunking``, up to ``chunking.max_depth`` times;
+  the record is published when its chunks are answered, merged (nothing is cut out of it);
 - ``repair``: an answer that is not a valid output gets its request resent once with an instruction
   to answer only with one JSON object matching the schema (the cached system prefix is untouched);
 - ``quarantine``: everything no resubmission will fix (an invalid request, a second invalid answer,
@@ -25,7 +26,7 @@ import json
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from enum import StrEnum
@@ -39,14 +40,15 @@ from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.partition import ErrorKind, FailureRecord, ResultClass
 from claude_batch.strategy.paths import OutputDir, ReadablePath
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
-from claude_batch.strategy.sharding import Shard, ShardWriter
-from claude_batch.strategy.spec import RecoverySpec, WorkloadSpec
+from claude_batch.strategy.requests import request_builder
+from claude_batch.strategy.sharding import ChunkRequest, Shard, ShardWriter, split_request
+from claude_batch.strategy.spec import ChunkingSpec, RecoverySpec, WorkloadSpec
 
 
 class RecoveryAction(StrEnum):
     RETRY = "retry"
     REQUEUE = "requeue"
-    TRIM = "trim"
+    SPLIT = "split"
     REPAIR = "repair"
     QUARANTINE = "quarantine"
 
@@ -65,12 +67,12 @@ NEVER_PROCESSED = frozenset({ResultClass.EXPIRED, ResultClass.CANCELED, ResultCl
 REPAIR_INSTRUCTION = (
     "Answer only with one JSON object that matches this JSON schema, with no text before or after it"
 )
-TRIM_MARKER = "characters omitted to fit the context window"
 _TOO_LONG = re.compile(r"prompt is too long|context window", re.IGNORECASE)
 _TOKEN_COUNTS = re.compile(r"(\d[\d,]*)\s*tokens\s*>\s*(\d[\d,]*)")
-# Share of the allowed size a trimmed prompt aims at, leaving room for the estimate's error.
-_TRIM_HEADROOM = 0.9
-_UNKNOWN_TRIM_KEEP = 0.5
+# Share of the allowed size a split chunk aims at, leaving room for the estimate's error; a chunk of
+# a refused request is at most half of it (a split makes two chunks at least).
+_SPLIT_HEADROOM = 0.9
+_SPLIT_KEEP = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +84,18 @@ class Remedy:
     quarantine_class: QuarantineClass | None = None
 
 
-def _too_long(failure: FailureRecord) -> bool:
+def is_too_long(failure: FailureRecord) -> bool:
+    """The API refused the request as longer than the context window or the request size."""
     return failure.error_kind == ErrorKind.REQUEST_TOO_LARGE.value or (
         failure.error_kind == ErrorKind.INVALID_REQUEST.value and bool(_TOO_LONG.search(failure.message))
     )
 
 
-def remedy_for(failure: FailureRecord, policy: RecoverySpec, round_number: int) -> Remedy:
-    """The remedy for a failure of round ``round_number`` (0 = first submission) under ``policy``."""
+def remedy_for(
+    failure: FailureRecord, policy: RecoverySpec, round_number: int, chunking: ChunkingSpec | None = None
+) -> Remedy:
+    """The remedy for a failure of round ``round_number`` (0 = first submission) under ``policy``;
+    ``chunking`` (the spec's) lets a request refused as too long be split."""
     attempts = round_number + 1
     last = failure.error_kind or failure.result_class.value
     if failure.error_kind in RUN_LEVEL_KINDS:
@@ -99,7 +105,7 @@ def remedy_for(failure: FailureRecord, policy: RecoverySpec, round_number: int) 
             f"({failure.error_kind}: {failure.message}); fix the connection or account, then clear the run",
             QuarantineClass.RUN_LEVEL,
         )
-    remedy = _resubmission(failure, policy)
+    remedy = _resubmission(failure, policy, chunking)
     if remedy.action is RecoveryAction.QUARANTINE:
         return remedy
     if round_number >= policy.max_rounds:
@@ -112,7 +118,7 @@ def remedy_for(failure: FailureRecord, policy: RecoverySpec, round_number: int) 
     return remedy
 
 
-def _resubmission(failure: FailureRecord, policy: RecoverySpec) -> Remedy:
+def _resubmission(failure: FailureRecord, policy: RecoverySpec, chunking: ChunkingSpec | None) -> Remedy:
     """The remedy by cause alone, before the attempt count is considered."""
     kind = failure.error_kind
     if failure.result_class is ResultClass.INVALID_OUTPUT:
@@ -135,15 +141,13 @@ def _resubmission(failure: FailureRecord, policy: RecoverySpec) -> Remedy:
             f"{cause}, and recovery.retry does not list it",
             QuarantineClass.NOT_RETRIED,
         )
-    if _too_long(failure):
-        if policy.trim_oversized:
-            return Remedy(
-                RecoveryAction.TRIM, f"too long, resent with the middle of the prompt cut: {failure.message}"
-            )
+    if is_too_long(failure):
+        if chunking is not None:
+            return Remedy(RecoveryAction.SPLIT, f"too long, split into chunks: {failure.message}")
         return Remedy(
             RecoveryAction.QUARANTINE,
-            f"the prompt is too long for the model ({failure.message}); shorten the record's text, or set "
-            "recovery.trim_oversized if a partial input still gives a usable answer",
+            f"the prompt is too long for the model ({failure.message}); shorten the record's text, or "
+            "declare a chunking section in the spec to split such records",
             QuarantineClass.CONTEXT_WINDOW,
         )
     if kind in TRANSIENT_KINDS:
@@ -183,33 +187,12 @@ def repair_request(params: dict[str, Any], output_schema: dict[str, Any]) -> dic
     return {**params, "messages": [*messages[:-1], {**messages[-1], "content": repaired}]}
 
 
-def trim_request(params: dict[str, Any], message: str) -> dict[str, Any] | None:
-    """``params`` with the middle of the last user message cut to fit; None if it was trimmed before
-    or is not plain text.
-
-    The API's "prompt is too long: 215000 tokens > 200000 maximum" gives the ratio to aim at (with
-    10 % headroom); without numbers half the text is kept.
-    """
-    messages = params["messages"]
-    content = messages[-1]["content"]
-    if not isinstance(content, str) or TRIM_MARKER in content:
-        return None
-    counts = _TOKEN_COUNTS.search(message)
-    keep_share = _UNKNOWN_TRIM_KEEP
-    if counts:
-        actual, allowed = (int(n.replace(",", "")) for n in counts.groups())
-        keep_share = min(1.0, allowed / actual) * _TRIM_HEADROOM
-    keep = int(len(content) * keep_share) // 2
-    omitted = len(content) - 2 * keep
-    trimmed = f"{content[:keep]}\n[... {omitted} {TRIM_MARKER} ...]\n{content[len(content) - keep :]}"
-    return {**params, "messages": [*messages[:-1], {**messages[-1], "content": trimmed}]}
-
-
 class RecoveryPlan(BaseModel):
     """The next round: its request files and manifest, and what was quarantined instead.
 
     :param failures: failures considered (``unknown`` lines excluded: they match no request).
     :param requests: requests in the next round's files.
+    :param chunks_added: requests beyond one per failure: a failure split into N chunks adds N - 1.
     :param run_level_problems: error kinds that point at the run, not the records, with counts.
     """
 
@@ -225,10 +208,11 @@ class RecoveryPlan(BaseModel):
     quarantined: dict[QuarantineClass, int]
     run_level_problems: dict[str, int]
     ignored_unknown: int
+    chunks_added: int = 0
 
     def accounted(self) -> bool:
-        """Every failure is either in the next round or quarantined, once."""
-        return self.failures == self.requests + sum(self.quarantined.values())
+        """Every failure is either in the next round (split ones as several chunks) or quarantined, once."""
+        return self.failures == self.requests - self.chunks_added + sum(self.quarantined.values())
 
     def summary_lines(self) -> list[str]:
         actions = ", ".join(f"{a.value} {n}" for a, n in sorted(self.actions.items())) or "none"
@@ -302,12 +286,54 @@ def _fixed_params(
                 f"still not a valid output after one repair: {failure.message}",
             )
         return repaired
-    if action is RecoveryAction.TRIM:
-        trimmed = trim_request(params, failure.message)
-        if trimmed is None:
-            return QuarantineClass.CONTEXT_WINDOW, f"still too long after trimming once: {failure.message}"
-        return trimmed
     return params
+
+
+@dataclass(frozen=True, slots=True)
+class SplitSource:
+    """What splitting a refused request needs: its record, read again from the input, and which part
+    of the chunked field the request held.
+
+    :param depth: 0 for a whole record, 1 for a chunk of one, ...
+    :param span: the request's text in the record's chunked field (start, end); None: all of it.
+    """
+
+    record: BaseModel
+    position: int | None
+    depth: int = 0
+    span: tuple[int, int] | None = None
+
+
+def _split(
+    spec: WorkloadSpec, failure: FailureRecord, source: SplitSource | None
+) -> list[ChunkRequest] | tuple[QuarantineClass, str]:
+    """The chunks a request refused as too long is split into, or why it is quarantined instead."""
+    chunking = spec.chunking
+    assert chunking is not None and chunking.field is not None
+    if source is None:
+        return (
+            QuarantineClass.CONTEXT_WINDOW,
+            f"too long ({failure.message}), and its record was not found in the input again to split it; "
+            "the input changed during the run: trigger the date again",
+        )
+    if source.depth + 1 > chunking.max_depth:
+        return (
+            QuarantineClass.CONTEXT_WINDOW,
+            f"still too long as a chunk {source.depth} deep (chunking.max_depth {chunking.max_depth}): "
+            f"{failure.message}; lower chunking.max_tokens or shorten the prompt",
+        )
+    text = getattr(source.record, chunking.field)
+    span = source.span or (0, len(text))
+    keep = _SPLIT_KEEP
+    if counts := _TOKEN_COUNTS.search(failure.message):
+        actual, allowed = (int(n.replace(",", "")) for n in counts.groups())
+        keep = min(keep, allowed / actual * _SPLIT_HEADROOM)
+    max_bytes = int(len(text[span[0] : span[1]].encode()) * keep)
+    builder = request_builder(spec)
+    chunks = split_request(spec, builder, source.record, failure.custom_id, span, source.depth + 1, max_bytes)
+    if isinstance(chunks, str):
+        return QuarantineClass.CONTEXT_WINDOW, f"too long ({failure.message}), and {chunks}"
+    return chunks
 
 
 def plan_recovery(
@@ -316,11 +342,14 @@ def plan_recovery(
     request_files: Iterable[ReadablePath],
     round_number: int,
     out_dir: OutputDir,
+    split_sources: Mapping[str, SplitSource] | None = None,
 ) -> RecoveryPlan:
     """Decide every failure of round ``round_number`` and write round ``round_number + 1``'s files.
 
     :param failures: e.g. ``partition.read_failures(partition_dir)`` (several shards may be chained).
     :param request_files: the request files the failures were sent in (that round's shard files).
+    :param split_sources: for the failures refused as too long (``is_too_long``), their records, by
+        custom_id, when the spec declares ``chunking``; a failure without one is quarantined.
     :param out_dir: receives ``round-NN-shard-00000.jsonl`` ..., ``round-NN-manifest.jsonl`` and
         ``round-NN-quarantine.jsonl`` (NN = the next round).
     """
@@ -332,7 +361,7 @@ def plan_recovery(
     actions: Counter[RecoveryAction] = Counter()
     quarantined: Counter[QuarantineClass] = Counter()
     run_level: Counter[str] = Counter()
-    considered = ignored_unknown = requests = 0
+    considered = ignored_unknown = requests = chunks_added = 0
     output_schema = spec.output_model().model_json_schema()
 
     with ExitStack() as stack:
@@ -360,7 +389,7 @@ def plan_recovery(
                 ignored_unknown += 1
                 continue
             considered += 1
-            remedy = remedy_for(failure, spec.recovery, round_number)
+            remedy = remedy_for(failure, spec.recovery, round_number, spec.chunking)
             if remedy.quarantine_class is None:
                 pending.add(failure, remedy.action)
                 continue
@@ -377,6 +406,26 @@ def plan_recovery(
             if taken is None:
                 continue
             failure, action = taken
+            if action is RecoveryAction.SPLIT:
+                chunks = _split(spec, failure, (split_sources or {}).get(failure.custom_id))
+                if isinstance(chunks, tuple):
+                    to_quarantine(failure, *chunks)
+                    continue
+                source = (split_sources or {})[failure.custom_id]
+                for chunk in chunks:
+                    entry = {
+                        "custom_id": chunk.custom_id,
+                        "business_key": failure.business_key,
+                        "shard": shards.add(chunk.line),
+                        "round": next_round,
+                        "position": source.position,
+                        "action": action.value,
+                    }
+                    manifest.write(json_line(entry | chunk.manifest_fields()))
+                requests += len(chunks)
+                chunks_added += len(chunks) - 1
+                actions[action] += 1
+                continue
             params = _fixed_params(request["params"], failure, action, output_schema)
             if isinstance(params, tuple):
                 to_quarantine(failure, *params)
@@ -419,4 +468,5 @@ def plan_recovery(
         quarantined=dict(quarantined),
         run_level_problems=dict(run_level),
         ignored_unknown=ignored_unknown,
+        chunks_added=chunks_added,
     )

@@ -25,6 +25,32 @@ class Lever(BaseModel):
     rationale: str
 
 
+class ChunkingReport(BaseModel):
+    """Records too large for one request, sent as chunks.
+
+    :param records_chunked: records sent as chunks (at shard time or split in recovery).
+    :param chunks_sent: chunk requests made (a retried chunk counts once).
+    :param records_merged: chunked records published, their chunk answers merged.
+    :param cost_usd: what the chunk answers cost.
+    :param cost_share: that cost as a share of the run's.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    records_chunked: int = Field(ge=0)
+    chunks_sent: int = Field(ge=0)
+    records_merged: int = Field(ge=0)
+    cost_usd: float = 0.0
+    cost_share: float = 0.0
+
+    def summary_line(self) -> str:
+        return (
+            f"chunked: {self.records_chunked} record(s) too large for one request, sent as "
+            f"{self.chunks_sent} chunks, {self.records_merged} merged and published; chunks cost "
+            f"${self.cost_usd:.2f} ({self.cost_share:.0%} of the run)"
+        )
+
+
 class RunReport(BaseModel):
     """One run of one workload.
 
@@ -37,6 +63,7 @@ class RunReport(BaseModel):
     :param tokens: every billed token of the run (sample, batches, sync calls).
     :param cost_usd: what the run cost.
     :param all_sync_cost_usd: what the same tokens would have cost all synchronous.
+    :param chunking: the records sent as chunks, when there were any.
     :param timings: seconds per stage.
     """
 
@@ -55,6 +82,7 @@ class RunReport(BaseModel):
     cost_usd: float = 0.0
     all_sync_cost_usd: float = 0.0
     health: HealthReport | None = None
+    chunking: ChunkingReport | None = None
     levers: list[Lever] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     deadline: AwareDatetime | None = None
@@ -102,6 +130,8 @@ class RunReport(BaseModel):
             f"cost: ${self.cost_usd:.2f} vs ${self.all_sync_cost_usd:.2f} all-synchronous, "
             f"saving ${self.saving_usd:.2f}{share}",
         ]
+        if self.chunking is not None:
+            lines.append(self.chunking.summary_line())
         if self.deadline is not None:
             finished = self.finished_at.isoformat(timespec="minutes") if self.finished_at else "not finished"
             verdict = {True: "met", False: "MISSED", None: "open"}[self.met_deadline]

@@ -33,6 +33,7 @@ import jinja2
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from claude_batch.strategy._json import json_line
+from claude_batch.strategy.chunking import MIN_CHUNK_BYTES, chunk_custom_id, split_text
 from claude_batch.strategy.custom_ids import CustomIdRegistry, IdOutcome, KeyValue, custom_id_for, key_text
 from claude_batch.strategy.outputs import describe_validation_error
 from claude_batch.strategy.paths import OutputDir
@@ -75,6 +76,8 @@ class ShardPlan(BaseModel):
     :param answered_by_sample: valid records left out of the shards: the sample answered them.
     :param request_bytes: bytes of all shard files.
     :param quarantined: records quarantined, by class.
+    :param records_chunked: records too large for one request, sent as several chunk requests.
+    :param chunk_requests: requests that are chunks (included in ``requests``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,14 +90,21 @@ class ShardPlan(BaseModel):
     request_bytes: int
     quarantined: dict[QuarantineClass, int]
     answered_by_sample: int = 0
+    records_chunked: int = 0
+    chunk_requests: int = 0
 
     @property
     def quarantined_total(self) -> int:
         return sum(self.quarantined.values())
 
+    @property
+    def records_sent(self) -> int:
+        """Records in the shards: one request each, or several chunks."""
+        return self.requests - self.chunk_requests + self.records_chunked
+
     def accounted(self) -> bool:
         """Every record read is either in a shard, answered by the sample or in the quarantine, once."""
-        return self.records_read == self.requests + self.answered_by_sample + self.quarantined_total
+        return self.records_read == self.records_sent + self.answered_by_sample + self.quarantined_total
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +201,13 @@ def valid_records(spec: WorkloadSpec, reads: Iterable[RecordRead], run_date: dat
             yield checked
 
 
+def estimated_tokens(builder: RequestBuilder, user_text: str) -> int:
+    """The prompt's tokens as estimated before sending (system prompt and user message)."""
+    return math.ceil(
+        (builder.system_bytes + len(user_text.encode())) / BYTES_PER_TOKEN * builder.token_factor
+    )
+
+
 def request_line(
     spec: WorkloadSpec, builder: RequestBuilder, checked: ValidRecord
 ) -> bytes | QuarantineEntry:
@@ -199,14 +216,12 @@ def request_line(
         user_text = builder.user_text(checked.record)
     except jinja2.TemplateError as error:
         return _problem(checked, QuarantineClass.RENDER_FAILED, f"the user template failed: {error}")
-    estimated_tokens = math.ceil(
-        (builder.system_bytes + len(user_text.encode())) / BYTES_PER_TOKEN * builder.token_factor
-    )
-    if estimated_tokens + spec.max_tokens > spec.context_window_tokens:
+    estimated = estimated_tokens(builder, user_text)
+    if estimated + spec.max_tokens > spec.context_window_tokens:
         return _problem(
             checked,
             QuarantineClass.CONTEXT_WINDOW,
-            f"the prompt is about {estimated_tokens} tokens; with max_tokens {spec.max_tokens} "
+            f"the prompt is about {estimated} tokens; with max_tokens {spec.max_tokens} "
             f"that exceeds the context window of {spec.context_window_tokens}: shorten the "
             "record's text or split it into several records",
         )
@@ -219,6 +234,110 @@ def request_line(
             "shorten the record's text or raise max_request_bytes",
         )
     return line
+
+
+OVERSIZED = frozenset({QuarantineClass.CONTEXT_WINDOW, QuarantineClass.REQUEST_TOO_LARGE})
+"""What chunking resolves: a record too large for one request, not a bad one."""
+
+_CHUNK_SHRINK = 0.75
+_CHUNK_TRIES = 6
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRequest:
+    """One chunk request of a record, with where its text is in the record's chunked field."""
+
+    custom_id: str
+    chunk_of: str
+    chunk: int
+    chunk_count: int
+    depth: int
+    text_start: int
+    text_end: int
+    line: bytes
+
+    def manifest_fields(self) -> dict[str, int | str]:
+        return {
+            "chunk_of": self.chunk_of,
+            "chunk": self.chunk,
+            "chunk_count": self.chunk_count,
+            "chunk_depth": self.depth,
+            "text_start": self.text_start,
+            "text_end": self.text_end,
+        }
+
+
+def chunk_budget_bytes(spec: WorkloadSpec, builder: RequestBuilder, record: BaseModel, custom_id: str) -> int:
+    """The most text one chunk of ``record`` may hold: what fits the context window (with max_tokens)
+    and ``max_request_bytes`` around the prompt's other parts, capped by ``chunking.max_tokens``."""
+    assert spec.chunking is not None and spec.chunking.field is not None
+    frame = builder.user_text(record.model_copy(update={spec.chunking.field: ""}))
+    window = (
+        spec.context_window_tokens - spec.max_tokens - estimated_tokens(builder, frame)
+    ) * BYTES_PER_TOKEN
+    request = spec.max_request_bytes - len(builder.request_line(chunk_custom_id(custom_id, 99, 99), frame))
+    budget = min(window, request)
+    if spec.chunking.max_tokens is not None:
+        budget = min(budget, spec.chunking.max_tokens * BYTES_PER_TOKEN)
+    return budget
+
+
+def split_request(
+    spec: WorkloadSpec,
+    builder: RequestBuilder,
+    record: BaseModel,
+    parent_id: str,
+    span: tuple[int, int],
+    depth: int,
+    max_bytes: int,
+) -> list[ChunkRequest] | str:
+    """The chunk requests of the text ``span`` of ``record``'s chunked field (the whole record, or a
+    chunk split again), each fitting the window and ``max_request_bytes``; or why none can be made.
+
+    Chunks are cut at ``max_bytes`` first; when escaping makes a rendered chunk too large after all,
+    the text is split again with a smaller size (deterministic: the same record gives the same chunks).
+    """
+    chunking = spec.chunking
+    assert chunking is not None and chunking.field is not None
+    text = getattr(record, chunking.field)[span[0] : span[1]]
+    overlap = chunking.overlap_tokens * BYTES_PER_TOKEN
+    target = chunking.target_tokens * BYTES_PER_TOKEN
+    for _ in range(_CHUNK_TRIES):
+        if max_bytes < overlap + MIN_CHUNK_BYTES:
+            break
+        spans = split_text(text, max_bytes, target, overlap, chunking.headings)
+        if len(spans) < 2:
+            max_bytes = min(max_bytes, len(text.encode())) // 2
+            continue
+        requests = []
+        for number, part in enumerate(spans, start=1):
+            custom_id = chunk_custom_id(parent_id, number, len(spans))
+            user_text = builder.user_text(record.model_copy(update={chunking.field: part.of(text)}))
+            line = builder.request_line(custom_id, user_text)
+            tokens = estimated_tokens(builder, user_text) + spec.max_tokens
+            if tokens > spec.context_window_tokens or len(line) > spec.max_request_bytes:
+                break
+            requests.append(
+                ChunkRequest(
+                    custom_id,
+                    parent_id,
+                    number,
+                    len(spans),
+                    depth,
+                    span[0] + part.begin,
+                    span[0] + part.end,
+                    line,
+                )
+            )
+        else:
+            return requests
+        max_bytes = int(max_bytes * _CHUNK_SHRINK)
+    return (
+        f"no split of its {len(text):,} characters into chunks fits one request: the prompt around a "
+        f"chunk leaves too little of the context window ({spec.context_window_tokens} tokens with "
+        f"max_tokens {spec.max_tokens}) or of max_request_bytes ({spec.max_request_bytes}); shorten the "
+        "prompt or lower max_tokens"
+    )
 
 
 class ShardWriter:
@@ -300,6 +419,7 @@ def write_shards(
     records_read = 0
     requests = 0
     from_sample = 0
+    records_chunked = chunk_requests = 0
 
     with (
         CustomIdRegistry() as registry,
@@ -323,6 +443,25 @@ def write_shards(
                 reject(_id_problem(checked, id_check.outcome, id_check.first_key, id_check.first_position))
                 continue
             line = request_line(spec, builder, checked)
+            if isinstance(line, QuarantineEntry) and spec.chunking and line.quarantine_class in OVERSIZED:
+                chunks = _chunk_record(spec, builder, checked, registry)
+                if isinstance(chunks, QuarantineEntry):
+                    reject(chunks)
+                    continue
+                for chunk in chunks:
+                    entry = {
+                        "custom_id": chunk.custom_id,
+                        "business_key": checked.business_key,
+                        "shard": shards.add(chunk.line),
+                        "round": 0,
+                        "position": checked.position,
+                        "action": None,
+                    }
+                    manifest.write(json_line(entry | chunk.manifest_fields()))
+                records_chunked += 1
+                chunk_requests += len(chunks)
+                requests += len(chunks)
+                continue
             if isinstance(line, QuarantineEntry):
                 reject(line)
                 continue
@@ -354,7 +493,36 @@ def write_shards(
         request_bytes=sum(s.byte_size for s in shards.shards),
         quarantined=dict(quarantined),
         answered_by_sample=from_sample,
+        records_chunked=records_chunked,
+        chunk_requests=chunk_requests,
     )
+
+
+def _chunk_record(
+    spec: WorkloadSpec, builder: RequestBuilder, checked: ValidRecord, registry: CustomIdRegistry
+) -> list[ChunkRequest] | QuarantineEntry:
+    """A record too large for one request as chunk requests, their ids claimed in the registry."""
+    assert spec.chunking is not None and spec.chunking.field is not None
+    length = len(getattr(checked.record, spec.chunking.field))
+    try:
+        budget = chunk_budget_bytes(spec, builder, checked.record, checked.custom_id)
+        chunks = split_request(spec, builder, checked.record, checked.custom_id, (0, length), 1, budget)
+    except jinja2.TemplateError as error:
+        return _problem(
+            checked, QuarantineClass.RENDER_FAILED, f"the user template failed on a chunk: {error}"
+        )
+    if isinstance(chunks, str):
+        return _problem(checked, QuarantineClass.CONTEXT_WINDOW, chunks)
+    for chunk in chunks:
+        taken = registry.register(chunk.custom_id, checked.business_key, checked.position)
+        if taken.outcome is not IdOutcome.NEW:
+            return _problem(
+                checked,
+                QuarantineClass.ID_COLLISION,
+                f"its chunk id {chunk.custom_id} is already the id of business key {taken.first_key} "
+                f"(position {taken.first_position}); rename one of the keys",
+            )
+    return chunks
 
 
 def _problem(record: ValidRecord, quarantine_class: QuarantineClass, why: str) -> QuarantineEntry:

@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 import claude_workloads
+from claude_batch.strategy.chunking import DEFAULT_HEADINGS, MergeRule
 from claude_batch.strategy.cost import ModelPrice, PriceTable, default_price_table
 from claude_batch.strategy.models import (
     CapabilityTable,
@@ -124,6 +125,15 @@ def allowed_schema_modules() -> tuple[str, ...]:
 def _check_import_path(path: str) -> str:
     if not _IMPORT_PATH.fullmatch(path):
         raise ValueError(f"write it as 'package.module:ModelName', got {path!r}")
+    _check_allowed_module(path)
+    try:
+        import_model(path)
+    except (ImportError, AttributeError, TypeError) as error:
+        raise ValueError(f"cannot use {path!r}: {error}") from error
+    return path
+
+
+def _check_allowed_module(path: str) -> None:
     module = path.partition(":")[0]
     allowed = allowed_schema_modules()
     # Importing a module runs it: only the configured packages of schemas are ever imported.
@@ -132,11 +142,6 @@ def _check_import_path(path: str) -> str:
             f"{module!r} is not under an allowed schema package ({', '.join(allowed)}); "
             f"add its package to ${SCHEMA_MODULES_VARIABLE}"
         )
-    try:
-        import_model(path)
-    except (ImportError, AttributeError, TypeError) as error:
-        raise ValueError(f"cannot use {path!r}: {error}") from error
-    return path
 
 
 def _require_fields(model_path: str | None, names: list[str], what: str) -> None:
@@ -366,6 +371,83 @@ RetryCause = Literal[
 ]
 
 
+class ChunkingSpec(BaseModel):
+    """How a record too large for one request is split into chunk requests and their answers merged.
+
+    A record whose prompt is estimated over the context window (or whose request is over
+    ``max_request_bytes``) is split at shard time; a request the API refuses as too long is split in
+    recovery. Each chunk is the record with ``field`` holding one part of its text, sent through the
+    same prompt; the record is published once every chunk has a valid answer, as ``merge`` combines them.
+
+    :param field: the text field that is split; defaults to the spec's only text field.
+    :param headings: a regular expression matching a heading line: the document is cut into sections
+        at headings first, then paragraphs, lines, words. Empty: no sections.
+    :param target_tokens: the size chunks are packed up to.
+    :param max_tokens: the largest chunk; None: as large as fits the context window and
+        ``max_request_bytes`` with the prompt around it.
+    :param overlap_tokens: how much of the previous chunk's end each chunk repeats first.
+    :param merge: ``package.module:function`` taking the chunks' answers (output model instances, in
+        text order) and returning the record's one output.
+    :param max_depth: how deep chunks may nest: 1 is a record's chunks, 2 a chunk the API still
+        refused as too long split again in recovery, and so on; a request refused deeper is quarantined.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str | None = None
+    headings: str | None = DEFAULT_HEADINGS
+    target_tokens: int = Field(default=50_000, ge=100)
+    max_tokens: int | None = Field(default=None, ge=100)
+    overlap_tokens: int = Field(default=0, ge=0)
+    merge: str
+    max_depth: int = Field(default=3, ge=1, le=5)
+
+    @field_validator("headings")
+    @classmethod
+    def _headings_compile(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                re.compile(value, re.MULTILINE)
+            except re.error as error:
+                raise ValueError(f"not a regular expression: {error}") from None
+        return value or None
+
+    @field_validator("merge")
+    @classmethod
+    def _merge_importable(cls, value: str) -> str:
+        if not _IMPORT_PATH.fullmatch(value):
+            raise ValueError(f"write it as 'package.module:function', got {value!r}")
+        _check_allowed_module(value)
+        try:
+            import_merge_rule(value)
+        except (ImportError, AttributeError, TypeError) as error:
+            raise ValueError(f"cannot use {value!r}: {error}") from error
+        return value
+
+    @model_validator(mode="after")
+    def _sizes_agree(self) -> ChunkingSpec:
+        if self.max_tokens is not None and self.target_tokens > self.max_tokens:
+            raise ValueError(f"target_tokens ({self.target_tokens}) is above max_tokens ({self.max_tokens})")
+        if self.max_tokens is not None and self.overlap_tokens * 2 > self.max_tokens:
+            raise ValueError(
+                f"overlap_tokens ({self.overlap_tokens}) is over half of max_tokens ({self.max_tokens})"
+            )
+        return self
+
+    def merge_rule(self) -> MergeRule:
+        return import_merge_rule(self.merge)
+
+
+@cache
+def import_merge_rule(path: str) -> MergeRule:
+    """The merge function named by ``module:function``."""
+    module_name, _, attribute = path.partition(":")
+    rule = getattr(importlib.import_module(module_name), attribute)
+    if not callable(rule) or isinstance(rule, type):
+        raise TypeError(f"{path} is a {type(rule).__name__}, not a function")
+    return rule
+
+
 class RecoverySpec(BaseModel):
     """How failed requests are resubmitted.
 
@@ -373,8 +455,6 @@ class RecoverySpec(BaseModel):
         ``max_rounds + 1`` times.
     :param retry: the transient causes resubmitted as they are.
     :param repair_invalid_output: resubmit an invalid answer once with a strict JSON instruction.
-    :param trim_oversized: cut the middle of a prompt the API found too long, instead of quarantining
-        it (only where a partial input still gives a usable answer).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -392,7 +472,16 @@ class RecoverySpec(BaseModel):
         }
     )
     repair_invalid_output: bool = True
-    trim_oversized: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trim_is_retired(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "trim_oversized" in data:
+            raise ValueError(
+                "trim_oversized is retired: cutting the middle of a document silently lost what stood "
+                "there. Remove it, and declare a chunking section to split oversized records instead"
+            )
+        return data
 
 
 HEALTH_CAUSES = frozenset(
@@ -523,6 +612,7 @@ class WorkloadSpec(BaseModel):
     deadline: DeadlineSpec
     routing: RoutingSpec = Field(default_factory=RoutingSpec)
     recovery: RecoverySpec = Field(default_factory=RecoverySpec)
+    chunking: ChunkingSpec | None = None
     prices: list[ModelPrice] = Field(default_factory=list)
     model_capabilities: list[ModelCapabilities] = Field(default_factory=list)
     health: HealthSpec = Field(default_factory=HealthSpec)
@@ -618,6 +708,24 @@ class WorkloadSpec(BaseModel):
             raise ValueError(
                 f"target_bytes ({value.target_bytes}) is below max_request_bytes ({max_request}): "
                 "a request of the allowed size would not fit in a shard"
+            )
+        return value
+
+    @field_validator("chunking")
+    @classmethod
+    def _chunked_field_is_text(cls, value: ChunkingSpec | None, info: ValidationInfo) -> ChunkingSpec | None:
+        text_fields = info.data.get("text_fields")
+        if value is None or text_fields is None:
+            return value
+        if value.field is None:
+            if len(text_fields) != 1:
+                raise ValueError(
+                    f"name the text field to split (chunking.field), one of {', '.join(text_fields)}"
+                )
+            return value.model_copy(update={"field": text_fields[0]})
+        if value.field not in text_fields:
+            raise ValueError(
+                f"chunking.field {value.field!r} is not one of text_fields ({', '.join(text_fields)})"
             )
         return value
 

@@ -19,7 +19,17 @@ def test_a_strategy_manifest_entry_is_a_manifest_row() -> None:
         "shard": 3,
         "round": 0,
         "position": 41,
+        **dict.fromkeys(("chunk_of", "chunk", "chunk_count", "chunk_depth", "text_start", "text_end")),
     }
+    chunk = entry.model_copy(
+        update={
+            "custom_id": f"{entry.custom_id}-c02of05",
+            "chunk_of": entry.custom_id,
+            "chunk": 2,
+            "chunk_count": 5,
+        }
+    )
+    assert ManifestRow.model_validate(chunk).model_dump()["chunk_of"] == "loan-2026-06-07-114829"
 
 
 def test_a_strategy_quarantine_entry_is_a_quarantine_row() -> None:

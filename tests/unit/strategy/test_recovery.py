@@ -14,17 +14,16 @@ from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
 from claude_batch.strategy.records import read_jsonl
 from claude_batch.strategy.recovery import (
     REPAIR_INSTRUCTION,
-    TRIM_MARKER,
     RecoveryAction,
     RecoveryPlan,
+    SplitSource,
     plan_recovery,
     remedy_for,
     repair_request,
-    trim_request,
 )
 from claude_batch.strategy.sharding import ShardPlan, write_shards
-from claude_batch.strategy.spec import RecoverySpec, WorkloadSpec
-from claude_workloads.loan_disclosure_review import LoanReview
+from claude_batch.strategy.spec import ChunkingSpec, RecoverySpec, WorkloadSpec
+from claude_workloads.loan_disclosure_review import LoanFile, LoanReview
 from tests.unit.strategy.helpers import (
     ended_line,
     errored_line,
@@ -95,9 +94,17 @@ def test_each_failure_gets_the_remedy_of_its_cause(
     assert (remedy.action, remedy.quarantine_class) == (action, quarantine_class)
 
 
-def test_too_long_prompt_is_trimmed_when_the_policy_allows_it() -> None:
+CHUNKING = ChunkingSpec(merge="claude_workloads.loan_disclosure_review:merge_reviews")
+
+
+def test_too_long_prompt_is_split_when_the_spec_chunks_and_never_trimmed() -> None:
     failure = _failure(ResultClass.ERRORED, "request_too_large", "too large")
-    assert remedy_for(failure, RecoverySpec(trim_oversized=True), 0).action is RecoveryAction.TRIM
+    assert remedy_for(failure, POLICY, 0, CHUNKING).action is RecoveryAction.SPLIT
+    remedy = remedy_for(failure, POLICY, 0)
+    assert remedy.quarantine_class is QuarantineClass.CONTEXT_WINDOW
+    assert "declare a chunking section" in remedy.reason
+    with pytest.raises(ValueError, match="trim_oversized is retired"):
+        RecoverySpec.model_validate({"trim_oversized": True})
 
 
 def test_causes_the_policy_does_not_list_are_not_retried() -> None:
@@ -133,19 +140,85 @@ def test_repair_appends_the_schema_instruction_once() -> None:
     assert repair_request(repaired, schema) is None
 
 
-def test_trim_keeps_the_beginning_and_end_and_aims_below_the_limit() -> None:
-    content = "<file>" + "x" * 10_000 + "</file>"
-    trimmed = trim_request(_params(content), "prompt is too long: 250,000 tokens > 200,000 maximum")
-    assert trimmed is not None
-    text = trimmed["messages"][0]["content"]
-    assert text.startswith("<file>") and text.endswith("</file>")
-    assert TRIM_MARKER in text
-    assert len(text) < len(content) * 0.8 * 0.9 + 100
-    assert trim_request(trimmed, "prompt is too long") is None
+def _sections(count: int) -> str:
+    return "\n\n".join(f"PART {n}\n" + "Payments are applied first. " * 20 for n in range(count))
+
+
+def test_a_record_refused_as_too_long_is_split_into_chunk_requests_of_the_next_round(tmp_path: Path) -> None:
+    spec = make_spec()
+    text = _sections(8)
+    source = write_jsonl(tmp_path / "input.jsonl", [loan("1", text), loan("2")])
+    shards = write_shards(spec, read_jsonl(source), tmp_path / "shards", date(2026, 6, 7))
+    refused = errored_line(
+        "loan-2026-06-07-1", "invalid_request_error", "prompt is too long: 300 tokens > 200 maximum"
+    )
+    partition_results(
+        [refused], read_manifest(Path(shards.manifest_path)), LoanReview, tmp_path / "partition"
+    )
+    record = LoanFile.model_validate(loan("1", text))
+
+    plan = plan_recovery(
+        spec,
+        read_failures(tmp_path / "partition"),
+        [Path(s.path) for s in shards.shards],
+        0,
+        tmp_path / "recovery",
+        {"loan-2026-06-07-1": SplitSource(record, position=1)},
+    )
+
+    entries = [e for e in read_manifest(Path(plan.manifest_path)) if e.business_key == "1"]
+    assert plan.actions[RecoveryAction.SPLIT] == 1 and plan.accounted()
+    assert len(entries) >= 2 and plan.chunks_added == len(entries) - 1
+    assert [e.custom_id for e in entries] == [
+        f"loan-2026-06-07-1-c{n:02d}of{len(entries):02d}" for n in range(1, len(entries) + 1)
+    ]
+    assert {(e.chunk_of, e.chunk_depth, e.position, e.round, e.action) for e in entries} == {
+        ("loan-2026-06-07-1", 1, 1, 1, "split")
+    }
+    # Together the chunks hold the whole text, in order, each under the refused size's share.
+    assert "".join(text[e.text_start : e.text_end] for e in entries) == text
+    assert all(len(text[e.text_start : e.text_end]) <= len(text) * 0.6 for e in entries)
+    lines = [json.loads(x) for s in plan.shards for x in Path(s.path).read_text().splitlines()]
+    users = {line["custom_id"]: line["params"]["messages"][0]["content"] for line in lines}
+    for entry in entries:
+        assert text[entry.text_start : entry.text_end].split("\n")[0] in users[entry.custom_id]
+
+
+def test_a_chunk_refused_at_the_depth_limit_is_quarantined_naming_the_chunk(tmp_path: Path) -> None:
+    spec = make_spec(
+        chunking={"merge": "claude_workloads.loan_disclosure_review:merge_reviews", "max_depth": 1}
+    )
+    text = _sections(4)
+    source = write_jsonl(tmp_path / "input.jsonl", [loan("1", text)])
+    shards = write_shards(spec, read_jsonl(source), tmp_path / "shards", date(2026, 6, 7))
+    refused = errored_line("loan-2026-06-07-1", "request_too_large", "request too large")
+    partition_results(
+        [refused], read_manifest(Path(shards.manifest_path)), LoanReview, tmp_path / "partition"
+    )
+    record = LoanFile.model_validate(loan("1", text))
+    plan = plan_recovery(
+        spec,
+        read_failures(tmp_path / "partition"),
+        [Path(s.path) for s in shards.shards],
+        0,
+        tmp_path / "recovery",
+        {"loan-2026-06-07-1": SplitSource(record, position=1, depth=1, span=(0, len(text)))},
+    )
+    [entry] = [
+        QuarantineEntry.model_validate_json(x) for x in Path(plan.quarantine_path).read_text().splitlines()
+    ]
+    assert entry.quarantine_class is QuarantineClass.CONTEXT_WINDOW
+    assert entry.reason.startswith(
+        "loan-2026-06-07-1 (1): still too long as a chunk 1 deep (chunking.max_depth 1)"
+    )
 
 
 def _run(
-    spec: WorkloadSpec, tmp_path: Path, keys: list[str], results: list[str]
+    spec: WorkloadSpec,
+    tmp_path: Path,
+    keys: list[str],
+    results: list[str],
+    sources: dict[str, SplitSource] | None = None,
 ) -> tuple[ShardPlan, RecoveryPlan]:
     source = write_jsonl(tmp_path / "input.jsonl", [loan(key) for key in keys])
     shards = write_shards(spec, read_jsonl(source), tmp_path / "shards", date(2026, 6, 7))
@@ -156,6 +229,7 @@ def _run(
         [Path(s.path) for s in shards.shards],
         0,
         tmp_path / "recovery",
+        sources,
     )
     return shards, plan
 
@@ -241,12 +315,13 @@ OUTCOMES = ("valid", "invalid", "transient", "rejected", "billing", "expired", "
 
 
 @settings(max_examples=30, deadline=None)
-@given(outcomes=st.lists(st.sampled_from(OUTCOMES), min_size=1, max_size=25), trim=st.booleans())
+@given(outcomes=st.lists(st.sampled_from(OUTCOMES), min_size=1, max_size=25), chunk=st.booleans())
 def test_partition_and_recovery_account_for_every_custom_id_exactly_once(
-    tmp_path_factory: pytest.TempPathFactory, outcomes: list[str], trim: bool
+    tmp_path_factory: pytest.TempPathFactory, outcomes: list[str], chunk: bool
 ) -> None:
     tmp_path = tmp_path_factory.mktemp("recovery")
-    spec = make_spec(recovery={"trim_oversized": trim}, sharding={"target_requests": 4})
+    chunking = {"merge": "claude_workloads.loan_disclosure_review:merge_reviews"} if chunk else None
+    spec = make_spec(chunking=chunking, sharding={"target_requests": 4})
     keys = [str(n) for n in range(len(outcomes))]
     lines = []
     for key, outcome in zip(keys, outcomes, strict=True):
@@ -264,13 +339,18 @@ def test_partition_and_recovery_account_for_every_custom_id_exactly_once(
         }.get(outcome)
         if line is not None:
             lines.append(line)
-    _, plan = _run(spec, tmp_path, keys, lines)
+    sources = {
+        f"loan-2026-06-07-{key}": SplitSource(LoanFile.model_validate(loan(key)), int(key) + 1)
+        for key in keys
+    }
+    _, plan = _run(spec, tmp_path, keys, lines, sources)
 
     published = {
         json.loads(x)["custom_id"]
         for x in (tmp_path / "partition" / "succeeded.jsonl").read_text().splitlines()
     }
-    resent = [e.custom_id for e in read_manifest(Path(plan.manifest_path))]
+    # A split request is resent as its chunks: one record, counted once.
+    resent = list(dict.fromkeys(e.chunk_of or e.custom_id for e in read_manifest(Path(plan.manifest_path))))
     quarantined = [
         QuarantineEntry.model_validate_json(x).custom_id
         for x in Path(plan.quarantine_path).read_text().splitlines()

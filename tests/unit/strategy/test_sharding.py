@@ -129,8 +129,8 @@ def test_two_keys_meeting_on_one_custom_id_are_a_collision_not_a_merge(
     assert plan.requests == 1
 
 
-def test_prompt_over_the_context_window_is_quarantined(tmp_path: Path) -> None:
-    spec = make_spec(context_window_tokens=3000, max_tokens=1024)
+def test_prompt_over_the_context_window_is_quarantined_without_chunking(tmp_path: Path) -> None:
+    spec = make_spec(context_window_tokens=3000, max_tokens=1024, chunking=None)
     plan = _shard(spec, tmp_path, [loan("1", text="x" * 400), loan("2", text="x" * 8000)])
     (entry,) = _quarantine(plan)
     assert entry.quarantine_class is QuarantineClass.CONTEXT_WINDOW
@@ -144,10 +144,12 @@ def test_a_newer_tokenizer_counts_the_same_text_as_more_tokens(tmp_path: Path) -
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
     older = _shard(
-        make_spec(context_window_tokens=4000, max_tokens=1024), tmp_path / "a", [loan("1", text=text)]
+        make_spec(context_window_tokens=4000, max_tokens=1024, chunking=None),
+        tmp_path / "a",
+        [loan("1", text=text)],
     )
     newer = _shard(
-        make_spec(model="claude-opus-4-7", context_window_tokens=4000, max_tokens=1024),
+        make_spec(model="claude-opus-4-7", context_window_tokens=4000, max_tokens=1024, chunking=None),
         tmp_path / "b",
         [loan("1", text=text)],
     )
@@ -155,12 +157,35 @@ def test_a_newer_tokenizer_counts_the_same_text_as_more_tokens(tmp_path: Path) -
     assert _quarantine(newer)[0].quarantine_class is QuarantineClass.CONTEXT_WINDOW
 
 
-def test_request_over_the_size_limit_is_quarantined(tmp_path: Path) -> None:
-    spec = make_spec(max_request_bytes=12_000)
+def test_request_over_the_size_limit_is_quarantined_without_chunking(tmp_path: Path) -> None:
+    spec = make_spec(max_request_bytes=12_000, chunking=None)
     plan = _shard(spec, tmp_path, [loan("1", text="x" * 100), loan("2", text="x" * 6000)])
     (entry,) = _quarantine(plan)
     assert entry.quarantine_class is QuarantineClass.REQUEST_TOO_LARGE
     assert "over max_request_bytes 12000" in entry.reason
+
+
+@pytest.mark.parametrize(
+    "limits", [{"context_window_tokens": 3000, "max_tokens": 1024}, {"max_request_bytes": 12_000}]
+)
+def test_a_record_too_large_for_one_request_becomes_chunk_requests_instead(tmp_path: Path, limits) -> None:
+    spec = make_spec(**limits)
+    text = "\n\n".join(f"SECTION {n}\n" + "word " * 150 for n in range(12))
+    plan = _shard(spec, tmp_path, [loan("1", text="x" * 100), loan("2", text=text)])
+
+    assert _quarantine(plan) == [] and plan.accounted()
+    entries = [e for e in read_manifest(Path(plan.manifest_path)) if e.business_key == "2"]
+    assert (plan.records_chunked, plan.chunk_requests, plan.requests) == (1, len(entries), len(entries) + 1)
+    assert [e.chunk for e in entries] == list(range(1, len(entries) + 1)) and len(entries) >= 2
+    assert {(e.chunk_of, e.chunk_count, e.chunk_depth, e.position) for e in entries} == {
+        ("loan-2026-06-07-2", len(entries), 1, 2)
+    }
+    assert "".join(text[e.text_start : e.text_end] for e in entries) == text
+    lines = [json.loads(x) for shard in plan.shards for x in Path(shard.path).read_text().splitlines()]
+    for line in lines:
+        assert len(json.dumps(line).encode()) <= spec.max_request_bytes
+        prompt = line["params"]["system"][0]["text"] + line["params"]["messages"][0]["content"]
+        assert len(prompt.encode()) / 4 + spec.max_tokens <= spec.context_window_tokens
 
 
 def test_a_record_the_template_cannot_render_is_quarantined(tmp_path: Path) -> None:
