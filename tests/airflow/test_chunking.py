@@ -152,3 +152,32 @@ def test_chunks_refused_as_too_long_in_a_batch_are_split_again_in_recovery_and_e
     assert report.chunking is not None and report.chunking.records_chunked == 1
     assert report.health is not None and report.health.level is HealthLevel.WARN
     assert any("outgrowing the context window" in signal.message for signal in report.health.signals)
+
+
+def test_a_record_whose_chunk_cannot_be_answered_is_quarantined_once_naming_the_chunk(pipeline_for) -> None:
+    # No recovery rounds and a fifth of requests failing: some chunk of the 10x file fails for good.
+    pipeline = pipeline_for(
+        context_window=WINDOW, faults={"requests": {"errored": {"api_error": 0.2}}}, seed=2
+    )
+    loans = oversized_input(
+        pipeline.tmp_path / "inputs" / "unanswered.jsonl", {"920010": (10 * WINDOW_BYTES, EVERYTHING)}
+    )
+
+    def no_recovery(spec):
+        return small_window(spec).model_copy(
+            update={"recovery": spec.recovery.model_copy(update={"max_rounds": 0})}
+        )
+
+    pipeline.run(WORKLOAD, loans, spec_changes=no_recovery)
+
+    store = pipeline.store()
+    run = next(r for r in store.recent_runs(WORKLOAD) if r.logical_date == RUN_DATE)
+    [row] = [row for row in store.quarantine_rows(run.id) if row.business_key == "920010"]
+    assert row.custom_id is not None and row.custom_id.startswith("loan-2026-06-07-920010-c")
+    assert row.reason.startswith(f"{row.custom_id} (920010): attempts exhausted")
+    assert store.get_output(WORKLOAD, "920010", RUN_DATE) is None
+    accounting = store.accounting(run.id)
+    assert accounting.balanced and (accounting.inputs, accounting.quarantined) == (4, 1)
+    report = _report(pipeline)
+    assert report.chunking is not None
+    assert (report.chunking.records_chunked, report.chunking.records_merged) == (1, 0)

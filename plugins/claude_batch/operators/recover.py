@@ -80,8 +80,8 @@ def split_sources(run: RunContext, store: Store, failures: Iterable[FailureRecor
 
 class RecoverOperator(BaseOperator):
     """Resubmit failures only, by cause: transient errors as they are, expired/canceled/missing
-    re-queued, too-long prompts trimmed (when the spec allows), invalid answers repaired once; what
-    no resubmission fixes is quarantined with its reason. Rounds go on until nothing retryable is
+    re-queued, too-long prompts split into chunks (when the spec chunks), invalid answers repaired
+    once; what no resubmission fixes is quarantined with its reason. Rounds go on until nothing retryable is
     left, the spec's round limit, or the deadline; each round is routed again, so a round the batch
     window cannot fit before the deadline goes through the Messages API instead.
 
