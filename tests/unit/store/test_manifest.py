@@ -7,7 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from claude_batch.store import ManifestRow, RunRecord, ShardRecord, Store, UnknownRunError
+from claude_batch.store import (
+    ManifestRow,
+    OutputRow,
+    QuarantineRow,
+    RunRecord,
+    ShardRecord,
+    Store,
+    UnknownRunError,
+)
 
 BULK_ROWS = 20_000
 # Generous: the point is "seconds, not minutes" on a slow CI disk; a row-by-row write takes far longer.
@@ -112,3 +120,66 @@ def test_bulk_manifest_of_twenty_thousand_entries_is_fast(store: Store, run: Run
     assert store.manifest_count(run.id) == BULK_ROWS
     assert len(found) == BULK_ROWS
     assert elapsed < BULK_SECONDS
+
+
+def _chunk(
+    key: str, position: int, number: int, count: int, round: int = 0, of: str | None = None
+) -> ManifestRow:
+    record_id = f"loan-2026-06-07-{key}"
+    parent = of or record_id
+    return ManifestRow(
+        custom_id=f"{parent}-c{number:02d}of{count:02d}",
+        business_key=key,
+        shard=0,
+        round=round,
+        position=position,
+        chunk_of=parent,
+        chunk=number,
+        chunk_count=count,
+        chunk_depth=1 if of is None else 2,
+        text_start=number * 100,
+        text_end=number * 100 + 100,
+    )
+
+
+def test_a_chunked_record_counts_once_and_its_chunks_stream_grouped_by_record(
+    store: Store, run: RunRecord
+) -> None:
+    whole = ManifestRow(custom_id="loan-2026-06-07-B", business_key="B", shard=0, position=2)
+    split_again = _chunk("A", 1, 1, 2, round=1, of="loan-2026-06-07-A-c02of02")
+    store.add_manifest(
+        run.id,
+        [
+            _chunk("A", 1, 1, 2),
+            whole,
+            _chunk("C", 3, 1, 3),
+            _chunk("A", 1, 2, 2),
+            split_again,
+            _chunk("C", 3, 2, 3),
+            _chunk("C", 3, 3, 3),
+        ],
+    )
+
+    chunks = list(store.iter_chunks(run.id))
+    assert [c.business_key for c in chunks] == ["A", "A", "A", "C", "C", "C"]
+    assert chunks[2] == split_again
+    accounting = store.accounting(run.id)
+    assert (accounting.manifest, accounting.unaccounted) == (3, 3)
+    # A chunk quarantined by recovery stands for its record: found by the position its entry carries.
+    store.quarantine(
+        run.id,
+        [QuarantineRow(quarantine_class="attempts_exhausted", reason="r", custom_id=split_again.custom_id)],
+    )
+    store.upsert_outputs(
+        "loan_review",
+        run.logical_date,
+        [
+            OutputRow(
+                business_key=key, custom_id=f"loan-2026-06-07-{key}", output={}, model="m", source="batch"
+            )
+            for key in ("B", "C")
+        ],
+    )
+    accounting = store.accounting(run.id)
+    assert (accounting.manifest, accounting.published, accounting.quarantined) == (3, 2, 1)
+    assert accounting.balanced
