@@ -148,7 +148,24 @@ def split_text(
         cores.append((start, end))
         start, end, size = piece_start, piece_end, piece_size
     cores.append((start, end))
+    cores = _without_blank_chunks(text, cores, core_limit)
     return [TextChunk(_overlap_begin(text, start, overlap_bytes), start, end) for start, end in cores]
+
+
+def _without_blank_chunks(text: str, cores: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """``cores`` with each one that holds only whitespace joined to a neighbour it fits in: a request
+    for blank text is paid for and says nothing (only two full neighbours keep one apart)."""
+    kept: list[tuple[int, int]] = []
+    for index, (start, end) in enumerate(cores):
+        if text[start:end].strip() or len(cores) == 1:
+            kept.append((start, end))
+        elif kept and _size(text, kept[-1][0], end) <= limit:
+            kept[-1] = (kept[-1][0], end)
+        elif index + 1 < len(cores) and _size(text, start, cores[index + 1][1]) <= limit:
+            cores[index + 1] = (start, cores[index + 1][1])
+        else:
+            kept.append((start, end))
+    return kept
 
 
 def _overlap_begin(text: str, start: int, overlap_bytes: int) -> int:

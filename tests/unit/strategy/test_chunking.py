@@ -62,6 +62,13 @@ def test_chunks_cover_the_whole_text_in_order_and_none_exceeds_the_limit(
     assert split_text(text, max_bytes, target, overlap, headings) == chunks
 
 
+def test_a_blank_stretch_joins_a_neighbouring_chunk_instead_of_being_sent_alone() -> None:
+    # Lines of exactly the 50-byte target, then a blank line: packed, it would be a chunk of its own.
+    text = ("a" * 49 + "\n") * 3 + "\n" + "b" * 50
+    chunks = split_text(text, 120, target_bytes=50)
+    assert [chunk.of(text) for chunk in chunks] == ["a" * 49 + "\n"] * 2 + ["a" * 49 + "\n\n", "b" * 50]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     sections=st.lists(
@@ -123,7 +130,7 @@ def test_merged_chunk_tags_equal_the_tags_of_the_whole_document(mentioned, repea
     # At most three topics: the schema's three tags hold the whole union, so merge must find them all.
     # Every chunk has a topic (a part with none gets the model's closest tag, as a whole one would).
     paragraphs = [f"{TAG_KEYWORDS[tag][0]} " * repeats for tag in mentioned]
-    text = "\n\n".join(paragraphs)
+    text = "\n".join(paragraphs)
     whole = DocumentTags.model_validate_json(document_tagging_responder(_doc_prompt(text)))
     parts = [
         DocumentTags.model_validate_json(document_tagging_responder(_doc_prompt(chunk.of(text))))
