@@ -4,8 +4,6 @@ input for the run date, and the run date is Airflow's ``ds``."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -147,41 +145,6 @@ def _waiting_night(pipeline, wait_for: timedelta):
     source = pipeline._write_spec(changed)
     dag = build_workload_dag(load_workload(source), spec_source=str(source), poll_interval=0.2)
     return dag, pipeline.tmp_path / "landing" / "2026-06-07.jsonl"
-
-
-def _when_route_is_deferred(action) -> threading.Thread:
-    """Do ``action`` once the route task waits in the triggerer (deferred) for the night's input."""
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-
-    def watch() -> None:
-        # Generous: dag.test() parses and serializes the DAG first, slow on a loaded machine.
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            with create_session() as session:
-                deferred = session.query(TaskInstance).filter_by(task_id="route", state="deferred").count()
-            if deferred:
-                action()
-                return
-            time.sleep(0.1)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
-def test_a_night_whose_input_lands_late_waits_for_it_then_publishes(pipeline_for) -> None:
-    pipeline = pipeline_for(processing_seconds=0.5)
-    dag, night_file = _waiting_night(pipeline, timedelta(minutes=10))
-    landed = _when_route_is_deferred(lambda: write_loan_files(night_file, 12))
-
-    dag_run = dag.test(logical_date=datetime(2026, 6, 7, 5, tzinfo=UTC), run_conf={})
-    landed.join()
-    assert night_file.exists(), "route never waited deferred for the input"
-
-    assert dag_run.state == "success"
-    run = pipeline.store().recent_runs(WORKLOAD)[0]
-    assert (run.status, run.report["inputs"], run.report["published"]) == ("succeeded", 12, 12)
 
 
 def test_a_night_whose_input_never_lands_fails_naming_the_file_and_the_date(pipeline_for) -> None:
