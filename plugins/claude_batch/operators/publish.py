@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.faultpoints import crash_point
+from claude_batch.hooks.airflow_api import AirflowApiHook, note_headline, note_text
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.chunks import publish_chunked_records
 from claude_batch.operators.cost_guard import estimate_lever
@@ -20,7 +21,6 @@ from claude_batch.strategy.cost import Usage, run_cost
 from claude_batch.strategy.health import HealthLevel, assess_health
 from claude_batch.strategy.partition import PartitionSummary
 from claude_batch.strategy.report import Lever, RunReport
-from claude_batch.ui.notes import note_headline, note_text, set_dag_run_note
 
 
 def _partition_folders(run: RunContext) -> list[ObjectStoragePath]:
@@ -186,8 +186,9 @@ class PublishOperator(BaseOperator):
         store.finish_run(run.store_run_id, status, report_json)
         for line in report.summary_lines():
             self.log.info("%s", line)
-        set_dag_run_note(
-            context["dag_run"], note_text(report.summary_lines(), note_headline(report)), self.log
+        dag_run = context["dag_run"]
+        AirflowApiHook().set_dag_run_note(
+            dag_run.dag_id, dag_run.run_id, note_text(report.summary_lines(), note_headline(report))
         )
         if not balanced:
             raise AirflowFailException(

@@ -9,15 +9,14 @@ from typing import Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.bases.skipmixin import SkipMixin
 
+from claude_batch.hooks.airflow_api import AirflowApiHook, fit_note
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.cost_guard import CostEstimate
 from claude_batch.operators.run import RunContext, aware
-from claude_batch.redaction import redact
 from claude_batch.store.records import SampleValidationRecord
 from claude_batch.strategy.gates import PromptTry, RunMode, SampleReport
 from claude_batch.strategy.sampling import GateResult
 from claude_batch.strategy.spec import prompt_fingerprint
-from claude_batch.ui.notes import NOTE_MAX_CHARS, set_dag_run_note
 
 
 def _prompt_try(validation: SampleValidationRecord) -> PromptTry:
@@ -34,8 +33,7 @@ def _prompt_try(validation: SampleValidationRecord) -> PromptTry:
 def _note(report: SampleReport) -> str:
     """The report as the DAG run's note: the verdict line first (the grid shows it), cut to what a
     note holds; the failing answers quote the model, so it is redacted like the run report's note."""
-    text = redact("\n".join(report.lines()))
-    return text if len(text) <= NOTE_MAX_CHARS else text[: NOTE_MAX_CHARS - 1] + "…"
+    return fit_note("\n".join(report.lines()))
 
 
 class SampleReportOperator(BaseOperator, SkipMixin):
@@ -94,7 +92,8 @@ class SampleReportOperator(BaseOperator, SkipMixin):
             self.log.info("%s", line)
         report_file = run.path("sample", "report.json")
         report_file.write_text(report.model_dump_json(indent=2))
-        set_dag_run_note(context["dag_run"], _note(report), self.log)
+        dag_run = context["dag_run"]
+        AirflowApiHook().set_dag_run_note(dag_run.dag_id, dag_run.run_id, _note(report))
         return self._end_here(context, {**report.summary(), "report": str(report_file)})
 
     def _end_here(self, context: Any, summary: dict) -> dict:
