@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.operators.approval import ApprovalGate
-from claude_batch.operators.run import RunContext, read_input, read_lines
+from claude_batch.operators.run import RunContext, read_input
 from claude_batch.operators.shard import sample_answers
 from claude_batch.strategy.cost import InputShape, SampleCostFacts, Usage, estimate_run_cost
 from claude_batch.strategy.gates import RunMode, budget_evidence, decision_deadline
+from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.report import Lever
 from claude_batch.strategy.requests import request_builder
@@ -104,7 +105,7 @@ def sample_cost_facts(spec: WorkloadSpec, sample: dict) -> tuple[SampleCostFacts
     usage, invalid = Usage(), 0
     input_tokens: dict[str, int] = {}
     output_model = spec.output_model()
-    for line in read_lines([ObjectStoragePath(part) for part in sample["results"]]):
+    for line in jsonl_lines([ObjectStoragePath(part) for part in sample["results"]]):
         data = json.loads(line)
         result = data["result"]
         if result["type"] != "succeeded" or data["custom_id"] in input_tokens:
@@ -188,7 +189,7 @@ def bulk_input_tokens(
 
 def _shards_foreseen(run: RunContext, spec: WorkloadSpec, to_send: int) -> int:
     """Shards the bulk will be cut into, from the sample's mean request size and the spec's targets."""
-    sizes = [len(line) for line in read_lines([run.path("sample", "requests.jsonl")])]
+    sizes = [len(line) for line in jsonl_lines([run.path("sample", "requests.jsonl")])]
     mean_bytes = sum(sizes) / len(sizes) if sizes else 0
     by_count = math.ceil(to_send / spec.sharding.target_requests)
     by_bytes = math.ceil(to_send * mean_bytes / int(spec.sharding.target_bytes))

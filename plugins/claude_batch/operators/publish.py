@@ -15,12 +15,14 @@ from claude_batch.hooks.airflow_api import AirflowApiHook, note_headline, note_t
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.chunks import publish_chunked_records
 from claude_batch.operators.cost_guard import estimate_lever
-from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, read_lines
+from claude_batch.operators.run import RunContext
 from claude_batch.store import OutputRow
 from claude_batch.strategy.cost import Usage, run_cost
 from claude_batch.strategy.health import HealthLevel, assess_health
+from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.partition import PartitionSummary
 from claude_batch.strategy.report import Lever, RunReport
+from claude_batch.strategy.sharding import SAMPLE_SHARD
 
 
 def _partition_folders(run: RunContext) -> list[ObjectStoragePath]:
@@ -33,7 +35,7 @@ def _round_and_shard(folder: ObjectStoragePath) -> tuple[int, int]:
 
 
 def _succeeded_rows(folder: ObjectStoragePath, round_number: int, source: str) -> Iterator[OutputRow]:
-    for line in read_lines([folder / "succeeded.jsonl"]):
+    for line in jsonl_lines([folder / "succeeded.jsonl"]):
         data = json.loads(line)
         yield OutputRow(
             business_key=data["business_key"],
@@ -48,7 +50,7 @@ def _succeeded_rows(folder: ObjectStoragePath, round_number: int, source: str) -
 
 def _sample_usage(run: RunContext) -> Usage:
     total = Usage()
-    for line in read_lines(run.path("sample", "results").glob("part-*.jsonl")):
+    for line in jsonl_lines(run.path("sample", "results").glob("part-*.jsonl")):
         result = json.loads(line)["result"]
         if result["type"] == "succeeded":
             total = total + Usage.from_api(result["message"].get("usage") or {})
@@ -97,7 +99,7 @@ class PublishOperator(BaseOperator):
             source = kinds.get((round_number, shard_index), "batch")
             with (folder / "summary.json").open("r") as stream:
                 summary = PartitionSummary.model_validate_json(stream.read())
-            if shard_index == SAMPLE_SHARD_INDEX:
+            if shard_index == SAMPLE_SHARD:
                 # The sample's valid answers; every sample call is already in sync_usage.
                 source = "sample"
             elif source == "batch":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,11 @@ from airflow.sdk import ObjectStoragePath
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from claude_batch.placement import require_one_machine
-from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.records import RecordRead, count_records, read_records
 from claude_batch.strategy.routing import Route
-from claude_batch.strategy.sharding import SAMPLE_SHARD
 from claude_batch.strategy.spec import InputFormat, WorkloadSpec, load_workload
 
 DATA_URI_VARIABLE = "CLAUDE_BATCH_DATA_URI"
-
-# The sample's paid calls are in the ledger like any other, under a shard index of their own.
-SAMPLE_SHARD_INDEX = SAMPLE_SHARD
 
 
 class RunContext(BaseModel):
@@ -107,12 +102,6 @@ def logical_date_of(context: Any) -> datetime:
     """The run's logical date; a manual run in Airflow 3 may have none, then its run_after counts."""
     dag_run = context["dag_run"]
     return dag_run.logical_date or dag_run.run_after
-
-
-def read_lines(files: Iterable[Any]) -> Iterator[bytes]:
-    """The non-blank lines of several JSONL files the pipeline wrote (result parts, a download),
-    one file after the other, split on ``\n`` only (``strategy.lines``)."""
-    return jsonl_lines(files)
 
 
 class InputUnreadableError(ValueError):

@@ -13,8 +13,9 @@ from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.approval import ApprovalGate
 from claude_batch.operators.partition import partition_dir
-from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, file_digest, read_input, read_lines
+from claude_batch.operators.run import RunContext, file_digest, read_input
 from claude_batch.strategy.gates import RunMode, decision_deadline, sample_evidence
+from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.outputs import message_text
 from claude_batch.strategy.partition import PartitionSummary, ResultClass, partition_results
@@ -26,7 +27,7 @@ from claude_batch.strategy.sampling import (
     sample_size,
     select_sample,
 )
-from claude_batch.strategy.sharding import ValidRecord, valid_records
+from claude_batch.strategy.sharding import SAMPLE_SHARD, ValidRecord, valid_records
 from claude_batch.strategy.spec import WorkloadSpec, prompt_fingerprint
 
 
@@ -67,7 +68,7 @@ def _keep_valid_answers(
     Written once per run date: a re-run (which may sample other records) keeps the first set, so the
     shards it cuts are the ones already submitted, and re-attach.
     """
-    out_dir = partition_dir(run, 0, SAMPLE_SHARD_INDEX)
+    out_dir = partition_dir(run, 0, SAMPLE_SHARD)
     if (out_dir / "summary.json").exists():
         with (out_dir / "summary.json").open("r") as stream:
             return PartitionSummary.model_validate_json(stream.read()).counts[ResultClass.SUCCEEDED]
@@ -76,14 +77,14 @@ def _keep_valid_answers(
         ManifestEntry(
             custom_id=item.custom_id,
             business_key=item.business_key,
-            shard=SAMPLE_SHARD_INDEX,
+            shard=SAMPLE_SHARD,
             position=item.position,
             action="sample",
         )
         for item in sample
         if item.custom_id not in failed
     )
-    summary = partition_results(read_lines(parts), kept, spec.output_model(), out_dir)
+    summary = partition_results(jsonl_lines(parts), kept, spec.output_model(), out_dir)
     with (out_dir / "summary.json").open("w") as out:
         out.write(summary.model_dump_json())
     return summary.counts[ResultClass.SUCCEEDED]
@@ -171,7 +172,7 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
                 out.write(json.dumps(line).encode() + b"\n")
 
         attempt = store.record_intent(
-            run.store_run_id, SAMPLE_SHARD_INDEX, 0, "sync", len(sample), file_digest(requests_file)
+            run.store_run_id, SAMPLE_SHARD, 0, "sync", len(sample), file_digest(requests_file)
         )
         hook = ClaudeBatchHook(conn_id=self.conn_id)
         parts = hook.run_messages(
@@ -181,7 +182,7 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
 
         records = {item.custom_id: item.record.model_dump(mode="json") for item in sample}
         gate = evaluate_sample(
-            _outcomes(read_lines(parts), records),
+            _outcomes(jsonl_lines(parts), records),
             spec.output_model(),
             spec.sample.pass_gate,
             spec.sample.expectations,

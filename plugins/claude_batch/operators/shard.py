@@ -11,11 +11,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.partition import partition_dir
-from claude_batch.operators.run import SAMPLE_SHARD_INDEX, RunContext, read_input, read_lines
+from claude_batch.operators.run import RunContext, read_input
 from claude_batch.store import ManifestRow, QuarantineRow, ShardRecord
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.manifest import read_manifest
-from claude_batch.strategy.sharding import ShardPlan, write_shards
+from claude_batch.strategy.sharding import SAMPLE_SHARD, ShardPlan, write_shards
 from claude_batch.strategy.spec import WorkloadSpec
 
 
@@ -32,10 +32,10 @@ def manifest_rows(location: Any) -> Iterator[ManifestRow]:
 
 def sample_answers(run: RunContext) -> set[str]:
     """custom_ids the validation sample answered validly (published from the sample, sent in no shard)."""
-    answers = partition_dir(run, 0, SAMPLE_SHARD_INDEX) / "succeeded.jsonl"
+    answers = partition_dir(run, 0, SAMPLE_SHARD) / "succeeded.jsonl"
     if not answers.exists():
         return set()
-    return {json.loads(line)["custom_id"] for line in read_lines([answers])}
+    return {json.loads(line)["custom_id"] for line in jsonl_lines([answers])}
 
 
 def chunk_lever(spec: WorkloadSpec, plan: ShardPlan) -> dict[str, str]:
