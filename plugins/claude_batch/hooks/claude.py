@@ -21,6 +21,7 @@ from anthropic.types.messages import MessageBatch
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from claude_batch.strategy.batch_api import EARLY_404_GRACE_SECONDS
+from claude_batch.strategy.failures import CLIENT_TIMEOUT, CONNECTION, FailureCause, cause_of_api_error
 from claude_batch.strategy.lines import Line, jsonl_lines, read_lines, split_lines
 from claude_batch.strategy.partition import MAX_RESULT_LINE_BYTES, sync_result_line
 from claude_batch.strategy.spec import MAX_BATCH_BYTES
@@ -74,18 +75,40 @@ def _create_arguments(params: dict[str, Any]) -> dict[str, Any]:
     return {**known, "extra_body": extra} if extra else known
 
 
-def _error_kind(error: Exception) -> str:
+def failure_cause(error: BaseException) -> FailureCause | None:
+    """The taxonomy's cause of an SDK error, read from the status and body the API answered with;
+    None for an error that is neither the API's answer nor the network's.
+
+    The SDK's exception classes are not listed here on purpose: its status subclasses change from
+    release to release, while the API's statuses and error types are what the taxonomy declares.
+    """
     if isinstance(error, anthropic.APIStatusError):
-        body = error.body if isinstance(error.body, dict) else {}
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
-        if isinstance(inner, dict) and isinstance(inner.get("type"), str) and inner["type"] != "error":
-            return inner["type"]
-        return {429: "rate_limit_error", 529: "overloaded_error", 404: "not_found_error"}.get(
-            error.status_code, "api_error"
-        )
+        return cause_of_api_error(_error_type(error), error.status_code)
+    # A subclass of the connection error: test it first.
     if isinstance(error, anthropic.APITimeoutError):
-        return "timeout_error"
-    return "api_error"
+        return CLIENT_TIMEOUT
+    if isinstance(error, anthropic.APIConnectionError):
+        return CONNECTION
+    return None
+
+
+def _error_type(error: anthropic.APIStatusError) -> str | None:
+    """``error.type`` of the API's error body, if it sent one."""
+    body = error.body if isinstance(error.body, dict) else {}
+    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    if isinstance(inner, dict) and isinstance(inner.get("type"), str) and inner["type"] != "error":
+        return inner["type"]
+    return None
+
+
+def error_kind(error: anthropic.APIStatusError | anthropic.APIConnectionError) -> str:
+    """The error kind a synchronous call's result line records: the API's own error type when it sent
+    one (a type the taxonomy does not know yet included), else the taxonomy's cause."""
+    if isinstance(error, anthropic.APIStatusError) and (error_type := _error_type(error)):
+        return error_type
+    cause = failure_cause(error)
+    assert cause is not None
+    return cause.written_as or cause.name
 
 
 class ClaudeBatchHook(AnthropicHook):
@@ -206,7 +229,7 @@ class ClaudeBatchHook(AnthropicHook):
                             line = sync_result_line(custom_id, message.model_dump(mode="json"))
                         except (anthropic.APIStatusError, anthropic.APIConnectionError) as error:
                             line = sync_result_line(
-                                custom_id, error_kind=_error_kind(error), error_message=str(error)[:500]
+                                custom_id, error_kind=error_kind(error), error_message=str(error)[:500]
                             )
                         # One write per line, flushed: a crash leaves whole lines for the next try to skip.
                         out.write(line.encode() + b"\n")

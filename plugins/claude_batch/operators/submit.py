@@ -12,10 +12,10 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 from anthropic.types.messages import MessageBatch
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from claude_batch.faultpoints import crash_point
-from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks.claude import ClaudeBatchHook, failure_cause
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.run import RunContext, aware, file_digest
 from claude_batch.store import AttemptRecord, Store
@@ -26,10 +26,6 @@ from claude_batch.strategy.routing import Route
 # tier sets its own limit in this environment variable of the workers.
 DEFAULT_MAX_REQUESTS_IN_FLIGHT = 200_000
 MAX_REQUESTS_IN_FLIGHT_VARIABLE = "CLAUDE_BATCH_MAX_REQUESTS_IN_FLIGHT"
-# A create that fails like this may still have created the batch (the response was lost).
-AMBIGUOUS_CREATE_ERRORS = (anthropic.APIConnectionError, anthropic.InternalServerError)
-# A create that fails like this was refused before anything was created; retrying is safe.
-REFUSED_CREATE_ERRORS = (anthropic.RateLimitError,)
 
 
 def max_requests_in_flight(configured: int | None = None) -> int:
@@ -158,9 +154,10 @@ def _create_once(
     """
     with store.batch_create_lock():
         for try_ in Retrying(
-            retry=retry_if_exception_type(AMBIGUOUS_CREATE_ERRORS + REFUSED_CREATE_ERRORS),
+            retry=retry_if_exception(_create_may_be_retried),
             stop=stop_after_attempt(6),
             wait=wait_exponential(multiplier=1, max=60),
+            before_sleep=lambda state: _log_create_retry(state, log),
             reraise=True,
         ):
             with try_:
@@ -173,6 +170,29 @@ def _create_once(
                 crash_point("submit.after_create")
                 return store.attach_batch(attempt.id, batch.id)
     raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def _create_may_be_retried(error: BaseException) -> bool:
+    """A create that failed for a transient cause: refused (nothing made), or ambiguous (the retry
+    looks for the batch it may have made first)."""
+    cause = failure_cause(error)
+    return cause is not None and cause.transient
+
+
+def _log_create_retry(state: RetryCallState, log: Any) -> None:
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    cause = failure_cause(error)
+    assert cause is not None, "only a transient cause is retried"
+    if cause.ambiguous_on_create:
+        log.warning(
+            "Batch create failed (%s: %s) and may have made the batch anyway; looking for it before "
+            "creating again",
+            cause.name,
+            error,
+        )
+    else:
+        log.warning("Batch create refused (%s: %s); nothing was made, trying again", cause.name, error)
 
 
 def _settle_last_create(store: Store, hook: ClaudeBatchHook, log: Any) -> MessageBatch | None:

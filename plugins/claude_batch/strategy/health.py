@@ -3,7 +3,8 @@
 A cause is a result class (invalid_output, expired, ...) or, for errored results, the error kind
 (invalid_request_error, overloaded_error, ...). A cause's share above its ``fail`` threshold fails
 the run; above ``warn``, or rising well above its trailing average, it warns. Each signal says what
-the trend usually means in plain words, because "expired 4.1 %" alone does not tell anyone what to do.
+the trend usually means in plain words (the cause's ``meaning`` in ``failures``), because
+"expired 4.1 %" alone does not tell anyone what to do.
 """
 
 from __future__ import annotations
@@ -13,37 +14,13 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from claude_batch.strategy.failures import cause_named
 from claude_batch.strategy.spec import HealthSpec
 
 RISING_FACTOR = 2.0
 """A share at least this many times its trailing average is rising..."""
 RISING_MIN_DELTA = 0.01
 """...provided it also grew by at least one percentage point (0.1 % -> 0.3 % is noise)."""
-
-_CONTEXT = (
-    "inputs may be outgrowing the context window or the request size: check record sizes and quarantines"
-)
-_TRANSIENT = (
-    "the API was under load or failing; recovery retries these, but a lasting rise asks for a later schedule"
-)
-_RUN_LEVEL = "the account or credentials are refusing requests: check the connection and the organisation"
-MEANING: dict[str, str] = {
-    "invalid_request_error": _CONTEXT,
-    "request_too_large": _CONTEXT,
-    "expired": "batches do not finish within 24 h: run earlier or cut smaller shards (sharding.target_*)",
-    "invalid_output": "answers no longer match the output schema: re-validate the prompt and model",
-    "canceled": "batches were canceled before they ended: check who or what canceled them",
-    "missing": "result files lack requests that were sent: check the batches' request counts",
-    "unknown": "results carry ids that were never sent: check the results are joined to the right manifest",
-    "api_error": _TRANSIENT,
-    "overloaded_error": _TRANSIENT,
-    "rate_limit_error": _TRANSIENT,
-    "timeout_error": _TRANSIENT,
-    "authentication_error": _RUN_LEVEL,
-    "permission_error": _RUN_LEVEL,
-    "billing_error": _RUN_LEVEL,
-    "not_found_error": "the model or endpoint is not found: check the spec's model",
-}
 
 
 class HealthLevel(StrEnum):
@@ -112,7 +89,7 @@ def assess_health(
         against = (
             f" (trailing {len(history)} runs: {trailing_share:.1%})" if trailing_share is not None else ""
         )
-        meaning = MEANING.get(cause, "an unfamiliar cause: look at the partition files")
+        meaning = _meaning(cause)
         signals.append(
             HealthSignal(
                 cause=cause,
@@ -124,6 +101,13 @@ def assess_health(
         )
     level = max((s.level for s in signals), key=_SEVERITY.__getitem__, default=HealthLevel.OK)
     return HealthReport(level=level, shares=current, signals=signals)
+
+
+def _meaning(cause: str) -> str:
+    declared = cause_named(cause)
+    if declared is None or declared.meaning is None:
+        return "an unfamiliar cause: look at the partition files"
+    return declared.meaning
 
 
 def _judge(

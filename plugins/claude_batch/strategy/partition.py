@@ -17,7 +17,6 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, closing
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -25,43 +24,23 @@ from pydantic import BaseModel, ConfigDict
 from claude_batch.strategy._json import json_line
 from claude_batch.strategy._scratch import scratch_db
 from claude_batch.strategy.cost import Usage
+from claude_batch.strategy.failures import (
+    API_ERROR,
+    RESULT_TOO_LARGE,
+    UNRECOGNIZED_ERROR,
+    UNRECOGNIZED_RESULT,
+    ResultClass,
+)
 from claude_batch.strategy.lines import Line, jsonl_lines, read_lines
 from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.paths import OutputDir, ReadablePath
 from claude_batch.strategy.storable import storable, unstorable_in
 
-
-class ResultClass(StrEnum):
-    SUCCEEDED = "succeeded"
-    INVALID_OUTPUT = "invalid_output"
-    ERRORED = "errored"
-    CANCELED = "canceled"
-    EXPIRED = "expired"
-    MISSING = "missing"
-    UNKNOWN = "unknown"
-
-
-class ErrorKind(StrEnum):
-    """``result.error.error.type`` of an errored result line (with its HTTP status)."""
-
-    INVALID_REQUEST = "invalid_request_error"  # 400
-    AUTHENTICATION = "authentication_error"  # 401
-    BILLING = "billing_error"  # 402
-    PERMISSION = "permission_error"  # 403
-    NOT_FOUND = "not_found_error"  # 404
-    REQUEST_TOO_LARGE = "request_too_large"  # 413
-    RATE_LIMIT = "rate_limit_error"  # 429
-    API = "api_error"  # 500
-    TIMEOUT = "timeout_error"  # 504
-    OVERLOADED = "overloaded_error"  # 529
-
-
 MAX_RESULT_LINE_BYTES = 32_000_000
 """The longest result line read. An answer is at most ``max_tokens`` (128,000 output tokens, some
 hundreds of KB even when every character is escaped), so a longer line is no answer this pipeline
 asked for; it is skipped unread, its custom_id taken from its first bytes (the API writes it first)."""
-RESULT_TOO_LARGE = "result_too_large"
 _LEADING_CUSTOM_ID = re.compile(rb'^\s*\{\s*"custom_id"\s*:\s*"([a-zA-Z0-9_-]{1,64})"')
 
 FAILURE_CLASSES = tuple(c for c in ResultClass if c is not ResultClass.SUCCEEDED)
@@ -262,8 +241,8 @@ def _oversized(line: Line, index: _ExpectedIds) -> tuple[ResultClass, bytes, str
     business_key, why_unknown = index.claim(custom_id)
     if business_key is None:
         return ResultClass.UNKNOWN, _failure(custom_id, None, ResultClass.UNKNOWN, why_unknown), None, None
-    failure = _failure(custom_id, business_key, ResultClass.ERRORED, why, error_kind=RESULT_TOO_LARGE)
-    return ResultClass.ERRORED, failure, RESULT_TOO_LARGE, None
+    failure = _failure(custom_id, business_key, ResultClass.ERRORED, why, error_kind=RESULT_TOO_LARGE.name)
+    return ResultClass.ERRORED, failure, RESULT_TOO_LARGE.name, None
 
 
 def _classify(
@@ -321,7 +300,7 @@ def _classify(
         return ResultClass.SUCCEEDED, json_line(succeeded), None, usage
     if result_type == "errored":
         error = (result.get("error") or {}).get("error") or {}
-        kind = str(error.get("type") or "unrecognized_error")
+        kind = str(error.get("type") or UNRECOGNIZED_ERROR.name)
         failure = _failure(
             custom_id, business_key, ResultClass.ERRORED, str(error.get("message") or ""), error_kind=kind
         )
@@ -336,9 +315,9 @@ def _classify(
         )
     message = f"unrecognized result type {result_type!r}"
     failure = _failure(
-        custom_id, business_key, ResultClass.ERRORED, message, error_kind="unrecognized_result"
+        custom_id, business_key, ResultClass.ERRORED, message, error_kind=UNRECOGNIZED_RESULT.name
     )
-    return ResultClass.ERRORED, failure, "unrecognized_result", None
+    return ResultClass.ERRORED, failure, UNRECOGNIZED_RESULT.name, None
 
 
 def sync_result_line(
@@ -352,7 +331,7 @@ def sync_result_line(
     if message is not None:
         result: dict[str, Any] = {"type": "succeeded", "message": dict(message)}
     else:
-        error = {"type": error_kind or "api_error", "message": error_message}
+        error = {"type": error_kind or API_ERROR.name, "message": error_message}
         result = {"type": "errored", "error": {"type": "error", "error": error, "request_id": None}}
     return json.dumps({"custom_id": custom_id, "result": result})
 

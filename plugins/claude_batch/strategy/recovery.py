@@ -1,18 +1,18 @@
 """Recovery planning: what to do with each failed request, and the next round's request files.
 
-Each failure gets one remedy, by cause:
+Each failure gets one remedy, by its cause (``failures`` declares which cause gets which):
 
-- ``retry`` as is: transient server-side errors (api_error, overloaded_error, rate_limit_error,
-  timeout_error), when the spec's ``recovery.retry`` lists them;
-- ``requeue`` as is: requests that were never processed (expired, canceled, missing);
+- ``retry`` as is: transient server-side errors (overloaded_error, ...), when the spec's
+  ``recovery.retry`` lists them;
+- ``requeue`` as is: requests that were never processed (expired, canceled, missing), likewise;
 - ``split``: a prompt the API found too long is split into chunks (``sharding.split_request``) that
   go into the next round, when the spec declares ``chunking``, up to ``chunking.max_depth`` times;
   the record is published when its chunks are answered, merged (nothing is cut out of it);
 - ``repair``: an answer that is not a valid output gets its request resent once with an instruction
   to answer only with one JSON object matching the schema (the cached system prefix is untouched);
 - ``quarantine``: everything no resubmission will fix (an invalid request, a second invalid answer,
-  a cause the policy does not retry, attempts exhausted) and run-level problems (authentication,
-  permission, billing, not found), which are not the record's fault: the plan reports them
+  a cause the policy does not retry, attempts exhausted) and run-level problems (the API key or
+  the account refused), which are not the record's fault: the plan reports them
   separately so the run can fail loudly instead of resubmitting into the same wall.
 
 Only failures are resubmitted: the original request lines are found by custom_id in the round's
@@ -29,45 +29,30 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from claude_batch.strategy._json import json_line
 from claude_batch.strategy._scratch import scratch_db
+from claude_batch.strategy.failures import (
+    REQUEST_TOO_LARGE,
+    FailureCause,
+    RecoveryAction,
+    ResultClass,
+    cause_of_failure,
+)
 from claude_batch.strategy.lines import jsonl_lines
-from claude_batch.strategy.partition import ErrorKind, FailureRecord, ResultClass
+from claude_batch.strategy.partition import FailureRecord
 from claude_batch.strategy.paths import OutputDir, ReadablePath
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.sharding import ChunkRequest, Shard, ShardWriter, split_request
 from claude_batch.strategy.spec import ChunkingSpec, RecoverySpec, WorkloadSpec
 
-
-class RecoveryAction(StrEnum):
-    RETRY = "retry"
-    REQUEUE = "requeue"
-    SPLIT = "split"
-    REPAIR = "repair"
-    QUARANTINE = "quarantine"
-
-
-TRANSIENT_KINDS = frozenset(
-    {ErrorKind.API.value, ErrorKind.OVERLOADED.value, ErrorKind.RATE_LIMIT.value, ErrorKind.TIMEOUT.value}
-)
-RUN_LEVEL_KINDS = {
-    ErrorKind.AUTHENTICATION.value: "the API key was refused",
-    ErrorKind.PERMISSION.value: "the API key may not use this model or feature",
-    ErrorKind.BILLING.value: "the organisation's billing refused the request",
-    ErrorKind.NOT_FOUND.value: "the model or endpoint was not found (check the spec's model)",
-}
-NEVER_PROCESSED = frozenset({ResultClass.EXPIRED, ResultClass.CANCELED, ResultClass.MISSING})
-
 REPAIR_INSTRUCTION = (
     "Answer only with one JSON object that matches this JSON schema, with no text before or after it"
 )
-_TOO_LONG = re.compile(r"prompt is too long|context window", re.IGNORECASE)
 _TOKEN_COUNTS = re.compile(r"(\d[\d,]*)\s*tokens\s*>\s*(\d[\d,]*)")
 # Share of the allowed size a split chunk aims at, leaving room for the estimate's error; a chunk of
 # a refused request is at most half of it (a split makes two chunks at least).
@@ -86,9 +71,11 @@ class Remedy:
 
 def is_too_long(failure: FailureRecord) -> bool:
     """The API refused the request as longer than the context window or the request size."""
-    return failure.error_kind == ErrorKind.REQUEST_TOO_LARGE.value or (
-        failure.error_kind == ErrorKind.INVALID_REQUEST.value and bool(_TOO_LONG.search(failure.message))
-    )
+    return _cause(failure) is REQUEST_TOO_LARGE
+
+
+def _cause(failure: FailureRecord) -> FailureCause:
+    return cause_of_failure(failure.result_class, failure.error_kind, failure.message)
 
 
 def remedy_for(
@@ -98,14 +85,7 @@ def remedy_for(
     ``chunking`` (the spec's) lets a request refused as too long be split."""
     attempts = round_number + 1
     last = failure.error_kind or failure.result_class.value
-    if failure.error_kind in RUN_LEVEL_KINDS:
-        return Remedy(
-            RecoveryAction.QUARANTINE,
-            f"run-level problem, not this record's: {RUN_LEVEL_KINDS[failure.error_kind]} "
-            f"({failure.error_kind}: {failure.message}); fix the connection or account, then clear the run",
-            QuarantineClass.RUN_LEVEL,
-        )
-    remedy = _resubmission(failure, policy, chunking)
+    remedy = _resubmission(failure, _cause(failure), policy, chunking)
     if remedy.action is RecoveryAction.QUARANTINE:
         return remedy
     if round_number >= policy.max_rounds:
@@ -118,56 +98,23 @@ def remedy_for(
     return remedy
 
 
-def _resubmission(failure: FailureRecord, policy: RecoverySpec, chunking: ChunkingSpec | None) -> Remedy:
-    """The remedy by cause alone, before the attempt count is considered."""
-    kind = failure.error_kind
-    if failure.result_class is ResultClass.INVALID_OUTPUT:
-        if policy.repair_invalid_output:
-            return Remedy(
-                RecoveryAction.REPAIR,
-                f"invalid output, resent once with a strict JSON instruction: {failure.message}",
-            )
-        return Remedy(
-            RecoveryAction.QUARANTINE,
-            f"invalid output and recovery.repair_invalid_output is off: {failure.message}",
-            QuarantineClass.INVALID_OUTPUT,
-        )
-    if failure.result_class in NEVER_PROCESSED:
-        cause = failure.result_class.value
-        if cause in policy.retry:
-            return Remedy(RecoveryAction.REQUEUE, f"{cause}: never processed, queued again")
-        return Remedy(
-            RecoveryAction.QUARANTINE,
-            f"{cause}, and recovery.retry does not list it",
-            QuarantineClass.NOT_RETRIED,
-        )
-    if is_too_long(failure):
-        if chunking is not None:
-            return Remedy(RecoveryAction.SPLIT, f"too long, split into chunks: {failure.message}")
-        return Remedy(
-            RecoveryAction.QUARANTINE,
-            f"the prompt is too long for the model ({failure.message}); shorten the record's text, or "
-            "declare a chunking section in the spec to split such records",
-            QuarantineClass.CONTEXT_WINDOW,
-        )
-    if kind in TRANSIENT_KINDS:
-        if kind in policy.retry:
-            return Remedy(RecoveryAction.RETRY, f"transient {kind}, retried as is")
-        return Remedy(
-            RecoveryAction.QUARANTINE,
-            f"{kind}, and recovery.retry does not list it",
-            QuarantineClass.NOT_RETRIED,
-        )
-    if kind == ErrorKind.INVALID_REQUEST.value:
-        return Remedy(
-            RecoveryAction.QUARANTINE,
-            f"the API rejected the request ({failure.message}); no retry helps: fix the record or the prompt",
-            QuarantineClass.INVALID_REQUEST,
-        )
+def _resubmission(
+    failure: FailureRecord, cause: FailureCause, policy: RecoverySpec, chunking: ChunkingSpec | None
+) -> Remedy:
+    """The remedy by cause alone, before the attempt count is considered: the cause's action when
+    the policy allows it, else quarantine with the cause's reason."""
+    named = failure.error_kind or failure.result_class.value
+    allowed = {
+        RecoveryAction.RETRY: cause.name in policy.retry,
+        RecoveryAction.REQUEUE: cause.name in policy.retry,
+        RecoveryAction.REPAIR: policy.repair_invalid_output,
+        RecoveryAction.SPLIT: chunking is not None,
+        RecoveryAction.QUARANTINE: False,
+    }[cause.action]
+    if allowed:
+        return Remedy(cause.action, cause.resent_reason(named, failure.message))
     return Remedy(
-        RecoveryAction.QUARANTINE,
-        f"unrecognized failure {kind or failure.result_class.value} ({failure.message}); not resent",
-        QuarantineClass.NOT_RETRIED,
+        RecoveryAction.QUARANTINE, cause.quarantined_reason(named, failure.message), cause.quarantine
     )
 
 

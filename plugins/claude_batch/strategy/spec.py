@@ -42,6 +42,7 @@ from pydantic import (
 import claude_workloads
 from claude_batch.strategy.chunking import DEFAULT_HEADINGS, MergeRule
 from claude_batch.strategy.cost import ModelPrice, PriceTable, default_price_table
+from claude_batch.strategy.failures import RESULT_CAUSES, RETRYABLE_CAUSES, default_health_thresholds
 from claude_batch.strategy.models import (
     CapabilityTable,
     ModelCapabilities,
@@ -51,7 +52,6 @@ from claude_batch.strategy.models import (
     default_capability_table,
     structured_output_schema,
 )
-from claude_batch.strategy.partition import ErrorKind, ResultClass
 
 WORKLOADS_DIR = Path(claude_workloads.__file__).resolve().parent
 """Where the bundled workload specs (``<name>.yaml``) and their prompt templates live."""
@@ -366,9 +366,8 @@ class RoutingSpec(BaseModel):
     min_batch_volume: int = Field(default=100, ge=0)
 
 
-RetryCause = Literal[
-    "api_error", "overloaded_error", "rate_limit_error", "timeout_error", "expired", "canceled", "missing"
-]
+# The causes recovery resends as they are (``failures``); Literal[tuple] is Literal[a, b, ...].
+RetryCause = Literal[RETRYABLE_CAUSES]
 
 
 class ChunkingSpec(BaseModel):
@@ -460,17 +459,7 @@ class RecoverySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_rounds: int = Field(default=3, ge=0, le=10)
-    retry: set[RetryCause] = Field(
-        default_factory=lambda: {
-            "api_error",
-            "overloaded_error",
-            "rate_limit_error",
-            "timeout_error",
-            "expired",
-            "canceled",
-            "missing",
-        }
-    )
+    retry: set[RetryCause] = Field(default_factory=lambda: set(RETRYABLE_CAUSES))
     repair_invalid_output: bool = True
 
     @model_validator(mode="before")
@@ -484,9 +473,7 @@ class RecoverySpec(BaseModel):
         return data
 
 
-HEALTH_CAUSES = frozenset(
-    {c.value for c in ResultClass if c is not ResultClass.ERRORED} | {k.value for k in ErrorKind}
-)
+HEALTH_CAUSES = frozenset(RESULT_CAUSES)
 
 
 class HealthThreshold(BaseModel):
@@ -506,9 +493,8 @@ class HealthThreshold(BaseModel):
 
 def _default_thresholds() -> dict[str, HealthThreshold]:
     return {
-        "invalid_request_error": HealthThreshold(warn=0.01, fail=0.05),
-        "invalid_output": HealthThreshold(warn=0.02, fail=0.10),
-        "expired": HealthThreshold(warn=0.01, fail=0.20),
+        cause: HealthThreshold(warn=warn, fail=fail)
+        for cause, (warn, fail) in default_health_thresholds().items()
     }
 
 

@@ -15,17 +15,11 @@ from typing import Any
 import anthropic
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks.claude import ClaudeBatchHook, failure_cause
 from claude_batch.hooks.store import get_store
 from claude_batch.store import UnknownAttemptError
 from claude_batch.strategy.batch_api import EARLY_404_GRACE_SECONDS
-
-# Errors a poll survives: the API is busy or the network blinked; the batch itself is fine.
-TRANSIENT_ERRORS = (
-    anthropic.RateLimitError,
-    anthropic.InternalServerError,
-    anthropic.APIConnectionError,
-)
+from claude_batch.strategy.failures import NOT_FOUND
 
 # One async client per connection for all the waits in a triggerer's event loop. A client costs
 # about 0.9 MB and 30 ms of CPU to build (its SSL context loads the CA bundle): with one per wait,
@@ -119,26 +113,30 @@ class BatchEndedTrigger(BaseTrigger):
                 try:
                     batch = await client.messages.batches.retrieve(self.batch_id)
                     errors_in_a_row = 0
-                except anthropic.NotFoundError as error:
-                    if time.time() - self.created_at > self.early_404_grace:
-                        yield self._event("error", message=f"Batch {self.batch_id} does not exist: {error}")
-                        return
-                    self.log.info("Batch %s not visible yet (404 just after create)", self.batch_id)
+                except (anthropic.APIStatusError, anthropic.APIConnectionError) as error:
                     batch = None
-                except TRANSIENT_ERRORS as error:
-                    errors_in_a_row += 1
-                    if errors_in_a_row >= self.max_consecutive_errors:
-                        yield self._event(
-                            "error",
-                            message=f"Polling batch {self.batch_id} failed {errors_in_a_row} times in a row: "
-                            f"{error}",
-                        )
+                    cause = failure_cause(error)
+                    if cause is NOT_FOUND:
+                        if time.time() - self.created_at > self.early_404_grace:
+                            yield self._event(
+                                "error", message=f"Batch {self.batch_id} does not exist: {error}"
+                            )
+                            return
+                        self.log.info("Batch %s not visible yet (404 just after create)", self.batch_id)
+                    elif cause is None or not cause.transient:
+                        yield self._event("error", message=f"Polling batch {self.batch_id} refused: {error}")
                         return
-                    self.log.warning("Poll of batch %s failed (%s); retrying", self.batch_id, error)
-                    batch = None
-                except anthropic.APIStatusError as error:
-                    yield self._event("error", message=f"Polling batch {self.batch_id} refused: {error}")
-                    return
+                    else:
+                        # The API is busy or the network blinked; the batch itself is fine.
+                        errors_in_a_row += 1
+                        if errors_in_a_row >= self.max_consecutive_errors:
+                            yield self._event(
+                                "error",
+                                message=f"Polling batch {self.batch_id} failed {errors_in_a_row} times in "
+                                f"a row: {error}",
+                            )
+                            return
+                        self.log.warning("Poll of batch %s failed (%s); retrying", self.batch_id, error)
 
                 if batch is not None and batch.processing_status == "ended":
                     yield self._event(

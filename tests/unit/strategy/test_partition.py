@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claude_batch.strategy.cost import Usage
+from claude_batch.strategy.failures import RESULT_TOO_LARGE
 from claude_batch.strategy.lines import split_lines
 from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.partition import (
     FAILURE_CLASSES,
-    RESULT_TOO_LARGE,
     FailureRecord,
     ResultClass,
     partition_results,
@@ -184,7 +184,7 @@ def test_a_result_line_over_the_cap_is_classified_by_its_custom_id_without_being
     assert (summary.counts[ResultClass.SUCCEEDED], summary.counts[ResultClass.ERRORED]) == (1, 1)
     assert summary.counts[ResultClass.UNKNOWN] == 1 and summary.counts[ResultClass.MISSING] == 0
     failures = {f.custom_id: f for f in read_failures(tmp_path)}
-    assert failures["loan-2"].error_kind == RESULT_TOO_LARGE
+    assert failures["loan-2"].error_kind == RESULT_TOO_LARGE.name
     assert "is not read or resent" in failures["loan-2"].message
     assert "line 3" in failures[None].message
 
