@@ -13,6 +13,6 @@ Modules, from the wire inwards:
 - ``emulator``: the batch lifecycle on the emulator's clock and the processing of requests.
 - ``state``: the SQLite state (batches, requests, results, submission counters, prompt cache).
 - ``params``: validation of Messages API parameters; ``tokens``: models, token counting, caching.
-- ``responders``: the deterministic "model" (one responder per bundled workload, and a default).
+- ``responders``: the deterministic "model": the responders a registry names, and a default.
 - ``faults``: the fault file format and the seeded decisions; ``clock``: the emulator's clock.
 """

@@ -21,6 +21,7 @@ import uvicorn
 from claude_emulator.app import create_app
 from claude_emulator.emulator import EmulatorConfig
 from claude_emulator.faults import FaultPlan, load_fault_plan
+from claude_emulator.responders import ResponderModuleError
 from claude_emulator.tokens import MODELS
 
 
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="input tokens every model takes at most (default: each model's own, 200,000 and up); "
         "a small window lets a test exercise oversized documents with small files",
     )
+    parser.add_argument(
+        "--responders",
+        action="append",
+        metavar="MODULE",
+        help="module whose RESPONDERS answer prompts, repeatable (default: $CLAUDE_EMULATOR_RESPONDERS, "
+        "else claude_demo.responders, the bundled workloads'); prompts none answers get schema-valid "
+        "or plain answers; --responders '' names none",
+    )
     return parser
 
 
@@ -105,10 +114,15 @@ def main(argv: list[str] | None = None) -> None:
             time_scale=args.time_scale,
             processing_seconds=args.processing_seconds,
             seed=args.seed,
+            responder_modules=tuple(args.responders) if args.responders else None,
         )
+        try:
+            app = create_app(config)
+        except ResponderModuleError as error:
+            raise SystemExit(str(error)) from None
         server = _AnnouncingServer(
             uvicorn.Config(
-                create_app(config),
+                app,
                 host=args.host,
                 port=args.port,
                 log_level="warning",

@@ -30,7 +30,7 @@ from claude_emulator.clock import EmulatorClock, resumed_anchor, rfc3339
 from claude_emulator.errors import GENERIC_MESSAGES, ApiError, invalid_request
 from claude_emulator.faults import Endpoint, FaultPlan, HttpFault, RequestOutcome, draw
 from claude_emulator.params import MessageRequest, count_prompt_tokens, validate_message_params
-from claude_emulator.responders import respond
+from claude_emulator.responders import Responders, configured_responder_modules, load_responders
 from claude_emulator.schemas import conforms, minimal_instance
 from claude_emulator.state import (
     MESSAGES_SCOPE,
@@ -83,6 +83,8 @@ class EmulatorConfig:
     :param time_scale: emulator seconds per real second.
     :param processing_seconds: emulator seconds a batch takes to process.
     :param seed: the seed of every fault decision and of the order of results.
+    :param responder_modules: the modules whose ``RESPONDERS`` answer prompts (see
+        :mod:`claude_emulator.responders`); None: ``CLAUDE_EMULATOR_RESPONDERS`` or the defaults.
     """
 
     state_path: Path
@@ -90,6 +92,7 @@ class EmulatorConfig:
     time_scale: float = 1.0
     processing_seconds: float = 0.0
     seed: int = 0
+    responder_modules: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -107,6 +110,7 @@ class Emulator:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.state = EmulatorState(config.state_path)
+        self.responders: Responders = load_responders(configured_responder_modules(config.responder_modules))
         self.clock = self._resume_clock()
         # Bodies of batch creates a crash interrupted: their batches were never stored.
         for leftover in config.state_path.parent.glob(f".{config.state_path.name}.upload-*"):
@@ -377,7 +381,7 @@ class Emulator:
         service_tier: str,
         outcome: RequestOutcome | None,
     ) -> Message:
-        text = respond(request.prompt)
+        text = self.responders.respond(request.prompt)
         schema = request.output_schema
         if schema is not None and not conforms(text, schema):
             # Structured outputs: the answer follows the schema asked for, whatever the workload.

@@ -1,81 +1,32 @@
-"""The emulator's "model": deterministic responders, one per bundled workload, and a default.
+"""The emulator's "model": the responders a registry names, and a default for everything else.
 
-A responder reads a :class:`~claude_emulator.params.Prompt` and returns the answer text, or None when
-the prompt is not its workload. Responders are tried newest first; the default answers anything.
-A workload adds its own with :func:`register_responder`.
-
-- loan disclosure review: finds ``<loan_file id="ID">`` in the user turn; a disclosure is present
-  when its heading (``DISCLOSURE_HEADINGS``) is a line of its own; answers a ``LoanReview`` as JSON.
-- document tagging: finds ``<document id="ID">``; tags whose keywords occur in the text, the most
-  mentioned first, one to three; answers a ``DocumentTags`` as JSON.
+The emulator knows no workload. A responder module, named by import path, declares ``RESPONDERS``: a
+mapping of name to responder, a callable that reads a :class:`~claude_emulator.params.Prompt` and
+returns the answer text, or None when the prompt is not its workload. The modules come from
+``claude-emulator --responders MODULE`` (repeatable), else ``CLAUDE_EMULATOR_RESPONDERS``
+(comma-separated), else :data:`DEFAULT_RESPONDER_MODULES`: the bundled workloads' responders, skipped
+when not installed. Responders are tried in order; a prompt none answers gets :func:`default_responder`'s
+plain text, which structured outputs replace by the smallest instance of the schema asked for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from claude_emulator.params import Prompt
-from claude_workloads.document_tagging import TAG_KEYWORDS, DocumentTags, Tag
-from claude_workloads.loan_disclosure_review import DISCLOSURE_HEADINGS, Disclosure, LoanReview, risk_for
 
 Responder = Callable[[Prompt], str | None]
 
-# A document that mentions no keyword still gets a tag, as a model would pick the closest one.
-_FALLBACK_TAG = Tag.OPERATIONS
+RESPONDER_MODULES_ENV = "CLAUDE_EMULATOR_RESPONDERS"
+# Named, not imported: the emulator runs without the workloads, the demo and the tests get their answers.
+DEFAULT_RESPONDER_MODULES = ("claude_demo.responders",)
 
 
-def _tagged(text: str, tag: str) -> tuple[str, str] | None:
-    """(id, body) of the first ``<tag id="ID">body</tag>`` in `text`; the body runs to the end if unclosed.
-
-    A plain search rather than a regular expression: it runs for every request of a batch.
-    """
-    opening = f'<{tag} id="'
-    start = text.find(opening)
-    if start < 0:
-        return None
-    id_end = text.find('">', start + len(opening))
-    if id_end < 0:
-        return None
-    body_start = id_end + 2
-    body_end = text.find(f"</{tag}>", body_start)
-    return text[start + len(opening) : id_end], text[body_start : body_end if body_end >= 0 else len(text)]
-
-
-def loan_review_responder(prompt: Prompt) -> str | None:
-    found = _tagged(prompt.user, "loan_file")
-    if found is None:
-        return None
-    loan_file_id, text = found
-    lines = {line.strip() for line in text.splitlines()}
-    missing = [disclosure for disclosure in Disclosure if DISCLOSURE_HEADINGS[disclosure] not in lines]
-    if missing:
-        rationale = (
-            f"{len(missing)} of {len(Disclosure)} required disclosures are missing: "
-            + ", ".join(disclosure.value for disclosure in missing)
-            + "."
-        )
-    else:
-        rationale = f"All {len(Disclosure)} required disclosures are present under their headings."
-    review = LoanReview(
-        loan_file_id=loan_file_id or "unknown",
-        missing_disclosures=missing,
-        risk_level=risk_for(len(missing)),
-        rationale=rationale,
-    )
-    return review.model_dump_json()
-
-
-def document_tagging_responder(prompt: Prompt) -> str | None:
-    found = _tagged(prompt.user, "document")
-    if found is None:
-        return None
-    doc_id, text = found
-    lowered = text.lower()
-    mentions = {tag: sum(lowered.count(word) for word in TAG_KEYWORDS[tag]) for tag in Tag}
-    ranked = sorted((tag for tag in Tag if mentions[tag]), key=lambda tag: -mentions[tag])
-    tags = ranked[:3] or [_FALLBACK_TAG]
-    summary = "A note about " + " and ".join(tag.value.replace("_", " ") for tag in tags) + " matters."
-    return DocumentTags(doc_id=doc_id or "unknown", tags=tags, summary=summary).model_dump_json()
+class ResponderModuleError(ValueError):
+    """A named responder module cannot be imported or declares no ``RESPONDERS`` mapping."""
 
 
 def default_responder(prompt: Prompt) -> str:
@@ -87,21 +38,51 @@ def default_responder(prompt: Prompt) -> str:
     )
 
 
-_RESPONDERS: list[tuple[str, Responder]] = [
-    ("loan_disclosure_review", loan_review_responder),
-    ("document_tagging", document_tagging_responder),
-]
+@dataclass(frozen=True)
+class Responders:
+    """The responders one emulator tries, in order, before its default."""
+
+    entries: tuple[tuple[str, Responder], ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.entries)
+
+    def respond(self, prompt: Prompt) -> str:
+        for _, responder in self.entries:
+            answer = responder(prompt)
+            if answer is not None:
+                return answer
+        return default_responder(prompt)
 
 
-def register_responder(name: str, responder: Responder) -> None:
-    """Add (or replace) the responder called `name`; it is tried before the ones registered earlier."""
-    _RESPONDERS[:] = [(known, existing) for known, existing in _RESPONDERS if known != name]
-    _RESPONDERS.insert(0, (name, responder))
+def configured_responder_modules(named: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The modules `named`, else the environment's, else the defaults; an empty name stands for none."""
+    if named is None:
+        configured = os.environ.get(RESPONDER_MODULES_ENV)
+        if configured is None:
+            return DEFAULT_RESPONDER_MODULES
+        named = configured.split(",")
+    return tuple(name.strip() for name in named if name.strip())
 
 
-def respond(prompt: Prompt) -> str:
-    for _, responder in _RESPONDERS:
-        answer = responder(prompt)
-        if answer is not None:
-            return answer
-    return default_responder(prompt)
+def load_responders(modules: Sequence[str]) -> Responders:
+    """The responders the `modules` declare, in module order; a later name replaces an earlier one."""
+    found: dict[str, Responder] = {}
+    for module_name in modules:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            missing = error.name or ""
+            if module_name in DEFAULT_RESPONDER_MODULES and (module_name + ".").startswith(missing + "."):
+                continue  # the bundled workloads are not installed: answers from the schema only
+            raise ResponderModuleError(
+                f"responder module {module_name!r} cannot be imported: {error}"
+            ) from error
+        declared = getattr(module, "RESPONDERS", None)
+        if not isinstance(declared, Mapping) or not all(callable(value) for value in declared.values()):
+            raise ResponderModuleError(f"responder module {module_name!r} declares no RESPONDERS mapping")
+        for name, responder in declared.items():
+            found.pop(name, None)
+            found[name] = responder
+    return Responders(tuple(found.items()))

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,7 @@ def running_emulator(
     seed: int = 0,
     host: str = "127.0.0.1",
     context_window: int | None = None,
+    responders: Sequence[str] | None = None,
 ) -> Iterator[EmulatorHandle]:
     """A ``claude-emulator`` subprocess on a free port for the duration of the block.
 
@@ -144,6 +145,8 @@ def running_emulator(
     :param seed: the seed of the fault decisions.
     :param host: the address to listen on (a test host's network reaches it there).
     :param context_window: input tokens every model takes at most (``--context-window``).
+    :param responders: the responder modules (``--responders``; ``[""]`` names none); by default the
+        emulator's own default, the bundled workloads' responders.
     """
     with tempfile.TemporaryDirectory(prefix="claude-emulator-test-") as scratch:
         workdir = Path(scratch)
@@ -151,6 +154,8 @@ def running_emulator(
         arguments += ["--seed", str(seed)]
         if context_window is not None:
             arguments += ["--context-window", str(context_window)]
+        for module in responders or ():
+            arguments += ["--responders", module]
         if faults is not None:
             fault_file = workdir / "faults.json"
             fault_file.write_text(json.dumps(faults), encoding="utf-8")

@@ -1,1 +1,2 @@
-"""Synthetic inputs for the bundled workloads (importable as ``claude_demo``)."""
+"""Synthetic inputs for the bundled workloads and their answers in the emulator (importable as
+``claude_demo``)."""

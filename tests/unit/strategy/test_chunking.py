@@ -18,8 +18,8 @@ from claude_batch.strategy.chunking import (
     split_text,
 )
 from claude_batch.strategy.custom_ids import CUSTOM_ID, custom_id_for
+from claude_demo.responders import document_tagging_responder, loan_review_responder
 from claude_emulator.params import Prompt
-from claude_emulator.responders import document_tagging_responder, loan_review_responder
 from claude_workloads.document_tagging import TAG_KEYWORDS, DocumentTags, Tag, merge_tags
 from claude_workloads.loan_disclosure_review import DISCLOSURE_HEADINGS, Disclosure, LoanReview, merge_reviews
 
