@@ -100,7 +100,7 @@ def test_the_emulator_answers_each_error_type_with_the_declared_status() -> None
 
 
 def test_undeclared_statuses_are_the_apis_failure_when_5xx_else_unrecognized() -> None:
-    assert cause_of_api_error(None, 503) is failures.API_ERROR
+    assert cause_of_api_error(None, 502) is failures.API_ERROR
     assert cause_of_api_error("brand_new_error", 502) is failures.API_ERROR
     unrecognized = cause_of_api_error(None, 409)
     assert unrecognized is failures.UNRECOGNIZED_ERROR and not unrecognized.transient
