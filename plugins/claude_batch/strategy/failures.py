@@ -236,6 +236,8 @@ RESULT_TOO_LARGE = FailureCause(
     "result_too_large",
     ResultClass.ERRORED,
     # Answered and billed, but not read (see partition.MAX_RESULT_LINE_BYTES): resending pays again.
+    # The message partition writes says why and what to do.
+    quarantined="{cause}: {message}",
 )
 UNRECOGNIZED_ERROR = FailureCause("unrecognized_error", ResultClass.ERRORED)
 UNRECOGNIZED_RESULT = FailureCause("unrecognized_result", ResultClass.ERRORED)
