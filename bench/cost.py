@@ -47,6 +47,7 @@ from _nightly import (
 
 from claude_batch.strategy.cost import Usage, cost_usd
 from claude_batch.strategy.spec import load_workload
+from claude_batch.workloads import register_bundled_workloads
 from claude_emulator.testing import running_emulator
 
 RATIO_TARGET = 0.50
@@ -117,6 +118,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before the run is stopped")
     args = parser.parse_args()
 
+    register_bundled_workloads()
     spec = load_workload("loan_disclosure_review")
     model, ttl = spec.model, spec.prompt.cache_ttl
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:

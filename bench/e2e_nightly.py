@@ -70,7 +70,9 @@ def build_requests(input_path: Path) -> list[dict[str, Any]]:
     from claude_batch.strategy.custom_ids import custom_id_for
     from claude_batch.strategy.requests import request_builder
     from claude_batch.strategy.spec import load_workload
+    from claude_batch.workloads import register_bundled_workloads
 
+    register_bundled_workloads()
     spec = load_workload(WORKLOAD)
     builder = request_builder(spec)
     requests = []

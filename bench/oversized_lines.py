@@ -89,7 +89,9 @@ def steps(source: Path, results: Path, manifest: Path, out_dir: Path) -> dict:
     from claude_batch.strategy.partition import partition_results, read_result_lines
     from claude_batch.strategy.sharding import valid_records, write_shards
     from claude_batch.strategy.spec import load_workload
+    from claude_batch.workloads import register_bundled_workloads
 
+    register_bundled_workloads()
     spec = load_workload("loan_disclosure_review")
     run_date = date(2026, 6, 7)
     counted = count_input(spec, str(source))

@@ -41,7 +41,9 @@ def shard(source: Path, lines: int, out_dir: Path) -> int:
     from claude_batch.strategy.records import read_jsonl
     from claude_batch.strategy.sharding import write_shards
     from claude_batch.strategy.spec import load_workload
+    from claude_batch.workloads import register_bundled_workloads
 
+    register_bundled_workloads()
     spec = load_workload("loan_disclosure_review")
     plan = write_shards(spec, islice(read_jsonl(source), lines), out_dir, date(2026, 6, 7))
     if not (plan.accounted() and plan.requests == lines):

@@ -33,6 +33,14 @@ os.environ.update(
 PG_URL_VARIABLE = "CLAUDE_BATCH_TEST_PG_URL"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the bundled workloads before collection, as the Airflow face does in a deployment:
+    tests load the bundled specs by name, with or without a DAG around them."""
+    from claude_batch.workloads import register_bundled_workloads
+
+    register_bundled_workloads()
+
+
 def skip_outside_ci(reason: str) -> None:
     """Skip a test whose server is not configured, except under CI (``CI`` set), where that is a failure:
     a suite that silently skips its PostgreSQL or Redis half would pass without proving anything."""

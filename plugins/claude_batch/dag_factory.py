@@ -23,6 +23,10 @@ from claude_batch.operators.submit import SubmitOperator
 from claude_batch.sensors.batch import BatchWaitSensor
 from claude_batch.strategy.gates import RunMode
 from claude_batch.strategy.spec import WorkloadSpec
+from claude_batch.workloads import register_bundled_workloads
+
+# The specs this face loads by name are the bundled ones (and $CLAUDE_BATCH_SPECS_DIR's).
+register_bundled_workloads()
 
 SUBMIT_POOL = "claude_batch_submit"
 ANTHROPIC_CONN_ID = "anthropic_default"

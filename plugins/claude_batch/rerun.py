@@ -28,6 +28,10 @@ from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.sharding import ValidRecord, check_record
 from claude_batch.strategy.spec import InputFormat, WorkloadSpec, bundled_workload_names, load_workload
+from claude_batch.workloads import register_bundled_workloads
+
+# The specs this face loads by name are the bundled ones (and $CLAUDE_BATCH_SPECS_DIR's).
+register_bundled_workloads()
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 

@@ -36,12 +36,12 @@ class Pipeline:
     def _write_spec(self, spec: Any) -> str:
         """A changed spec in the configured specs folder, beside the bundled prompt templates; returns
         the name the tasks load it by (a spec is loaded by name, never by path)."""
-        from claude_batch.strategy.spec import WORKLOADS_DIR
+        from claude_batch.workloads import BUNDLED_WORKLOADS_DIR
 
         folder = self.tmp_path / "specs"
         folder.mkdir(exist_ok=True)
         if not (folder / "prompts").exists():
-            (folder / "prompts").symlink_to(WORKLOADS_DIR / "prompts")
+            (folder / "prompts").symlink_to(BUNDLED_WORKLOADS_DIR / "prompts")
         name = f"{spec.name}_changed"
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
         return name

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from claude_batch.store import Store
-from claude_batch.strategy.spec import WORKLOADS_DIR, BudgetSpec, Expectation, load_workload
+from claude_batch.strategy.spec import BudgetSpec, Expectation, load_workload
+from claude_batch.workloads import BUNDLED_WORKLOADS_DIR
 from claude_demo.loans import write_loan_files
 from claude_emulator.testing import EmulatorHandle, running_emulator
 from tests.system.deployment import AirflowDeployment, wait_for
@@ -41,7 +42,7 @@ DECISION_WINDOW = timedelta(seconds=75)
 def _write_spec(folder: Path, spec) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "prompts").exists():
-        (folder / "prompts").symlink_to(WORKLOADS_DIR / "prompts")
+        (folder / "prompts").symlink_to(BUNDLED_WORKLOADS_DIR / "prompts")
     (folder / f"{spec.name}.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     return spec.name
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from claude_batch.strategy.spec import WORKLOADS_DIR, load_workload
+from claude_batch.strategy.spec import load_workload
+from claude_batch.workloads import BUNDLED_WORKLOADS_DIR
 from claude_demo.loans import write_loan_files
 from claude_emulator.testing import running_emulator
 from tests.system.deployment import AirflowDeployment, wait_for
@@ -84,7 +85,7 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UsersDay]:
     inputs.mkdir()
     specs = root / "specs"
     specs.mkdir()
-    (specs / "prompts").symlink_to(WORKLOADS_DIR / "prompts")
+    (specs / "prompts").symlink_to(BUNDLED_WORKLOADS_DIR / "prompts")
     spec = load_workload(WORKLOAD)
     spec = spec.model_copy(
         update={

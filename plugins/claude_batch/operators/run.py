@@ -21,6 +21,10 @@ from claude_batch.placement import require_one_machine
 from claude_batch.strategy.records import RecordRead, count_records, read_records
 from claude_batch.strategy.routing import Route
 from claude_batch.strategy.spec import InputFormat, WorkloadSpec, load_workload
+from claude_batch.workloads import register_bundled_workloads
+
+# The specs this face loads by name are the bundled ones (and $CLAUDE_BATCH_SPECS_DIR's).
+register_bundled_workloads()
 
 DATA_URI_VARIABLE = "CLAUDE_BATCH_DATA_URI"
 

@@ -39,7 +39,6 @@ from pydantic import (
     model_validator,
 )
 
-import claude_workloads
 from claude_batch.strategy.chunking import DEFAULT_HEADINGS, MergeRule
 from claude_batch.strategy.cost import ModelPrice, PriceTable, default_price_table
 from claude_batch.strategy.failures import RESULT_CAUSES, RETRYABLE_CAUSES, default_health_thresholds
@@ -53,16 +52,11 @@ from claude_batch.strategy.models import (
     structured_output_schema,
 )
 
-WORKLOADS_DIR = Path(claude_workloads.__file__).resolve().parent
-"""Where the bundled workload specs (``<name>.yaml``) and their prompt templates live."""
-
 SPECS_DIR_VARIABLE = "CLAUDE_BATCH_SPECS_DIR"
 """A folder of more specs (``<name>.yaml``, templates relative to it), besides the bundled ones."""
 
 SCHEMA_MODULES_VARIABLE = "CLAUDE_BATCH_SCHEMA_MODULES"
 """Comma-separated module prefixes a spec's ``input_schema``/``output_schema`` may import from."""
-
-DEFAULT_SCHEMA_MODULES = ("claude_workloads",)
 
 MAX_BATCH_REQUESTS = 100_000
 """The API's limit of requests per Message Batch."""
@@ -115,11 +109,52 @@ def import_model(path: str) -> type[BaseModel]:
     return model
 
 
+class WorkloadRegistry:
+    """The workloads this process may load: folders of specs and the packages their schemas come from.
+
+    The strategy ships no workload of its own; the Airflow face registers the bundled ones
+    (``claude_batch.workloads``) before it loads a spec, so the pure core never imports content.
+    """
+
+    def __init__(self) -> None:
+        self._spec_dirs: list[Path] = []
+        self._schema_packages: list[str] = []
+
+    def register(self, spec_dir: Path, schema_package: str) -> None:
+        """Make the specs in ``spec_dir`` loadable by name, their schemas importable from ``schema_package``."""
+        spec_dir = spec_dir.resolve()
+        if spec_dir not in self._spec_dirs:
+            self._spec_dirs.append(spec_dir)
+        if schema_package not in self._schema_packages:
+            self._schema_packages.append(schema_package)
+
+    @property
+    def spec_dirs(self) -> tuple[Path, ...]:
+        return tuple(self._spec_dirs)
+
+    @property
+    def schema_packages(self) -> tuple[str, ...]:
+        return tuple(self._schema_packages)
+
+    def default_dir(self) -> Path:
+        """Where a spec's templates are looked up when no folder is given: the first registered folder."""
+        if not self._spec_dirs:
+            raise WorkloadSpecError(
+                "<registry>",
+                ["no workload folder is registered (the Airflow face registers the bundled ones)"],
+            )
+        return self._spec_dirs[0]
+
+
+WORKLOADS = WorkloadRegistry()
+"""The process's registry; ``claude_batch.workloads.register_bundled_workloads`` fills it."""
+
+
 def allowed_schema_modules() -> tuple[str, ...]:
-    """The module prefixes schemas may come from: ``$CLAUDE_BATCH_SCHEMA_MODULES``, else the bundled package."""
+    """The module prefixes schemas may come from: ``$CLAUDE_BATCH_SCHEMA_MODULES``, else the registered packages."""
     configured = os.environ.get(SCHEMA_MODULES_VARIABLE, "")
     prefixes = tuple(p.strip() for p in configured.split(",") if p.strip())
-    return prefixes or DEFAULT_SCHEMA_MODULES
+    return prefixes or WORKLOADS.schema_packages
 
 
 def _check_import_path(path: str) -> str:
@@ -139,7 +174,7 @@ def _check_allowed_module(path: str) -> None:
     # Importing a module runs it: only the configured packages of schemas are ever imported.
     if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
         raise ValueError(
-            f"{module!r} is not under an allowed schema package ({', '.join(allowed)}); "
+            f"{module!r} is not under an allowed schema package ({', '.join(allowed) or 'none registered'}); "
             f"add its package to ${SCHEMA_MODULES_VARIABLE}"
         )
 
@@ -604,7 +639,7 @@ class WorkloadSpec(BaseModel):
     health: HealthSpec = Field(default_factory=HealthSpec)
     budget: BudgetSpec | None = None
 
-    _base_dir: Path = PrivateAttr(default=WORKLOADS_DIR)
+    _base_dir: Path = PrivateAttr()
 
     @field_validator("name")
     @classmethod
@@ -845,7 +880,7 @@ def run_date_of(logical_date: datetime) -> date:
 
 def _base_dir_of(info: ValidationInfo) -> Path:
     context = info.context or {}
-    return Path(context.get("base_dir", WORKLOADS_DIR))
+    return Path(context["base_dir"]) if "base_dir" in context else WORKLOADS.default_dir()
 
 
 def prompt_environment(base_dir: Path) -> SandboxedEnvironment:
@@ -902,31 +937,32 @@ def _readable_problem(error: dict[str, Any]) -> str:
     return f"{where}: {message}" if where else message
 
 
-def parse_workload(data: Any, source: str = "<spec>", base_dir: Path = WORKLOADS_DIR) -> WorkloadSpec:
-    """Validate an already-parsed spec mapping; ``base_dir`` is where its template paths start."""
+def parse_workload(data: Any, source: str = "<spec>", base_dir: Path | None = None) -> WorkloadSpec:
+    """Validate an already-parsed spec mapping; ``base_dir`` is where its template paths start (by
+    default the first registered spec folder)."""
     if not isinstance(data, dict):
         raise WorkloadSpecError(source, [f"the spec must be a mapping of fields, got {type(data).__name__}"])
     try:
-        return WorkloadSpec.model_validate(data, context={"base_dir": base_dir})
+        return WorkloadSpec.model_validate(data, context={"base_dir": base_dir or WORKLOADS.default_dir()})
     except ValidationError as error:
         raise WorkloadSpecError(source, [_readable_problem(e) for e in error.errors()]) from None
 
 
 def spec_folders() -> list[Path]:
-    """Where specs are looked up by name: the bundled folder, then ``$CLAUDE_BATCH_SPECS_DIR`` if set."""
-    folders = [WORKLOADS_DIR]
+    """Where specs are looked up by name: the registered folders, then ``$CLAUDE_BATCH_SPECS_DIR`` if set."""
+    folders = list(WORKLOADS.spec_dirs)
     if configured := os.environ.get(SPECS_DIR_VARIABLE):
         folders.append(Path(configured).resolve())
     return folders
 
 
 def bundled_workload_names() -> list[str]:
-    """Names of the specs shipped in ``WORKLOADS_DIR``."""
-    return sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml"))
+    """Names of the specs in the registered folders (the workloads the deployment ships)."""
+    return sorted(p.stem for folder in WORKLOADS.spec_dirs for p in folder.glob("*.yaml"))
 
 
 def load_workload(name: str) -> WorkloadSpec:
-    """A workload spec by name: ``<name>.yaml`` in the bundled folder or the configured specs folder.
+    """A workload spec by name: ``<name>.yaml`` in a registered folder or the configured specs folder.
 
     A name is never a path: run-time callers pass names they read from XCom or a request, and only
     the folders an operator configured are ever read.

@@ -53,6 +53,10 @@ from claude_batch.rerun import rerun_record as run_rerun
 from claude_batch.store import RerunConflictError, RunRecord, UnknownRunError
 from claude_batch.strategy.spec import bundled_workload_names, load_workload
 from claude_batch.ui.history import report_of, run_history
+from claude_batch.workloads import register_bundled_workloads
+
+# The specs this face loads by name are the bundled ones (and $CLAUDE_BATCH_SPECS_DIR's).
+register_bundled_workloads()
 
 URL_PREFIX = "/claude-batch"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"

@@ -10,12 +10,13 @@ from typing import Any
 
 import yaml
 
-from claude_batch.strategy.spec import WORKLOADS_DIR, WorkloadSpec, parse_workload
+from claude_batch.strategy.spec import WorkloadSpec, parse_workload
+from claude_batch.workloads import BUNDLED_WORKLOADS_DIR
 
 
 def spec_data(name: str = "loan_disclosure_review") -> dict[str, Any]:
     """A bundled spec as the mapping its YAML holds, to change and validate again."""
-    return copy.deepcopy(yaml.safe_load((WORKLOADS_DIR / f"{name}.yaml").read_text()))
+    return copy.deepcopy(yaml.safe_load((BUNDLED_WORKLOADS_DIR / f"{name}.yaml").read_text()))
 
 
 def make_spec(workload: str = "loan_disclosure_review", /, **sections: Any) -> WorkloadSpec:

@@ -9,8 +9,8 @@ import pytest
 
 from claude_batch.strategy.spec import (
     MAX_BATCH_BYTES,
-    WORKLOADS_DIR,
     DeadlineSpec,
+    WorkloadRegistry,
     WorkloadSpec,
     WorkloadSpecError,
     bundled_workload_names,
@@ -19,6 +19,7 @@ from claude_batch.strategy.spec import (
     parse_workload,
     prompt_fingerprint,
 )
+from claude_batch.workloads import BUNDLED_WORKLOADS_DIR
 from claude_workloads.document_tagging import Document, DocumentTags
 from claude_workloads.loan_disclosure_review import LoanFile, LoanReview
 from tests.unit.strategy.helpers import make_spec, spec_data
@@ -40,9 +41,11 @@ def test_bundled_specs_load_and_resolve_their_models(name: str) -> None:
 def test_load_by_path_resolves_templates_next_to_the_spec(tmp_path: Path) -> None:
     (tmp_path / "prompts").mkdir()
     for template in ("loan_disclosure_review.system.j2", "loan_disclosure_review.user.j2"):
-        (tmp_path / "prompts" / template).write_text((WORKLOADS_DIR / "prompts" / template).read_text())
+        (tmp_path / "prompts" / template).write_text(
+            (BUNDLED_WORKLOADS_DIR / "prompts" / template).read_text()
+        )
     path = tmp_path / "copy.yaml"
-    path.write_text((WORKLOADS_DIR / "loan_disclosure_review.yaml").read_text())
+    path.write_text((BUNDLED_WORKLOADS_DIR / "loan_disclosure_review.yaml").read_text())
     assert load_workload_file(path).base_dir == tmp_path
 
 
@@ -352,9 +355,22 @@ def test_a_spec_is_loaded_by_name_never_by_path(name: str) -> None:
         load_workload(name)
 
 
+def test_the_strategy_loads_only_what_the_face_registered(monkeypatch) -> None:
+    # The pure core ships no workload: with nothing registered, no spec is found by name and no
+    # schema of the bundled package may be imported.
+    monkeypatch.setattr("claude_batch.strategy.spec.WORKLOADS", WorkloadRegistry())
+    with pytest.raises(WorkloadSpecError, match="no such workload"):
+        load_workload("loan_disclosure_review")
+    assert bundled_workload_names() == []
+    with pytest.raises(WorkloadSpecError, match="none registered"):
+        parse_workload(spec_data(), base_dir=BUNDLED_WORKLOADS_DIR)
+
+
 def test_the_configured_specs_folder_adds_specs_by_name(tmp_path: Path, monkeypatch) -> None:
-    (tmp_path / "prompts").symlink_to(WORKLOADS_DIR / "prompts")
-    (tmp_path / "night_review.yaml").write_text((WORKLOADS_DIR / "loan_disclosure_review.yaml").read_text())
+    (tmp_path / "prompts").symlink_to(BUNDLED_WORKLOADS_DIR / "prompts")
+    (tmp_path / "night_review.yaml").write_text(
+        (BUNDLED_WORKLOADS_DIR / "loan_disclosure_review.yaml").read_text()
+    )
     monkeypatch.setenv("CLAUDE_BATCH_SPECS_DIR", str(tmp_path))
 
     assert load_workload("night_review").base_dir == tmp_path
