@@ -1,7 +1,9 @@
 """SQLAlchemy models of the store: the run ledger, the manifest, outputs, quarantine and sample gates.
 
 Timestamps are written by the repository in UTC (not server defaults), so both backends hold the same
-values and the migration has no dialect-specific defaults to keep in step.
+values and the migration has no dialect-specific defaults to keep in step. ``StoredShard``,
+``StoredManifestEntry`` and ``StoredQuarantineEntry`` are the tables of the strategy's ``Shard``,
+``ManifestEntry`` and ``QuarantineEntry``: named apart so that each name has one definition.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-class Shard(Base):
+class StoredShard(Base):
     """A request file of a run: cut by the shard stage (round 0) or by recovery (rounds 1, 2, ...)."""
 
     __tablename__ = "shards"
@@ -142,7 +144,7 @@ class RoundRoute(Base):
     decided_at: Mapped[datetime]
 
 
-class ManifestEntry(Base):
+class StoredManifestEntry(Base):
     """custom_id ↔ business key, shard and round of one request of a run; round 0 has the input position."""
 
     __tablename__ = "manifest"
@@ -188,7 +190,7 @@ class Output(Base):
     updated_at: Mapped[datetime]
 
 
-class QuarantineEntry(Base):
+class StoredQuarantineEntry(Base):
     """A record that could not become an output, with its quarantine class and a reason to act on."""
 
     __tablename__ = "quarantine"

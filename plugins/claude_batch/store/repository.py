@@ -37,14 +37,14 @@ from claude_batch.store.errors import (
 from claude_batch.store.migrations import upgrade
 from claude_batch.store.models import (
     BatchAttempt,
-    ManifestEntry,
     Output,
-    QuarantineEntry,
     Rerun,
     RoundRoute,
     Run,
     SampleValidation,
-    Shard,
+    StoredManifestEntry,
+    StoredQuarantineEntry,
+    StoredShard,
 )
 from claude_batch.store.records import (
     TERMINAL_STATUSES,
@@ -83,17 +83,17 @@ _ATTEMPT_KINDS = frozenset({"batch", "sync"})
 _ATTEMPT_UPDATE_STATUSES = frozenset({"submitted", "ended", "failed", "canceled"})
 
 _MANIFEST_COLUMNS = (
-    ManifestEntry.custom_id,
-    ManifestEntry.business_key,
-    ManifestEntry.shard,
-    ManifestEntry.round,
-    ManifestEntry.position,
-    ManifestEntry.chunk_of,
-    ManifestEntry.chunk,
-    ManifestEntry.chunk_count,
-    ManifestEntry.chunk_depth,
-    ManifestEntry.text_start,
-    ManifestEntry.text_end,
+    StoredManifestEntry.custom_id,
+    StoredManifestEntry.business_key,
+    StoredManifestEntry.shard,
+    StoredManifestEntry.round,
+    StoredManifestEntry.position,
+    StoredManifestEntry.chunk_of,
+    StoredManifestEntry.chunk,
+    StoredManifestEntry.chunk_count,
+    StoredManifestEntry.chunk_depth,
+    StoredManifestEntry.text_start,
+    StoredManifestEntry.text_end,
 )
 _OUTPUT_UPDATED = (
     "custom_id",
@@ -129,17 +129,17 @@ def _execute_bulk(session: Session, stmt: Insert, rows: list[dict[str, Any]]) ->
 def _released_by(run_ids: Any, business_keys: list[str]) -> ColumnElement[bool]:
     """The quarantine rows that publishing ``business_keys`` releases (see the module docstring)."""
     published_record = exists().where(
-        ManifestEntry.run_id == QuarantineEntry.run_id,
-        ManifestEntry.position == QuarantineEntry.position,
-        ManifestEntry.business_key.in_(business_keys),
+        StoredManifestEntry.run_id == StoredQuarantineEntry.run_id,
+        StoredManifestEntry.position == StoredQuarantineEntry.position,
+        StoredManifestEntry.business_key.in_(business_keys),
     )
-    return QuarantineEntry.run_id.in_(run_ids) & published_record
+    return StoredQuarantineEntry.run_id.in_(run_ids) & published_record
 
 
 def _one_entry_per_record() -> ColumnElement[bool]:
     """Of a round's manifest entries, one per record: a record chunked at shard time counts by its
     first chunk (chunks split in recovery are in later rounds)."""
-    return or_(ManifestEntry.chunk.is_(None), ManifestEntry.chunk == 1)
+    return or_(StoredManifestEntry.chunk.is_(None), StoredManifestEntry.chunk == 1)
 
 
 def _attempt_record(attempt: BatchAttempt) -> AttemptRecord:
@@ -299,7 +299,7 @@ class Store:
         rows = [shard.model_dump() | {"run_id": run_id} for shard in shards]
         if not rows:
             return
-        table = Shard.__table__
+        table = StoredShard.__table__
         stmt = self._insert(table)
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.run_id, table.c.round, table.c.shard_index],
@@ -311,7 +311,11 @@ class Store:
 
     def shards(self, run_id: int) -> list[ShardRecord]:
         """The shard files of a run, by round then shard index."""
-        stmt = select(Shard).where(Shard.run_id == run_id).order_by(Shard.round, Shard.shard_index)
+        stmt = (
+            select(StoredShard)
+            .where(StoredShard.run_id == run_id)
+            .order_by(StoredShard.round, StoredShard.shard_index)
+        )
         with self._reading() as session:
             return [ShardRecord.model_validate(shard) for shard in session.scalars(stmt)]
 
@@ -321,7 +325,7 @@ class Store:
         An entry already there is kept: a custom_id resubmitted by a recovery round stays filed under
         the round and shard where it first appeared.
         """
-        table = ManifestEntry.__table__
+        table = StoredManifestEntry.__table__
         stmt = self._insert(table).on_conflict_do_nothing(index_elements=[table.c.run_id, table.c.custom_id])
         read = 0
         for chunk in _chunks(entries, BULK_CHUNK):
@@ -337,32 +341,18 @@ class Store:
         with self._reading() as session:
             for chunk in _chunks(custom_ids, LOOKUP_CHUNK):
                 stmt = select(*_MANIFEST_COLUMNS).where(
-                    ManifestEntry.run_id == run_id, ManifestEntry.custom_id.in_(chunk)
+                    StoredManifestEntry.run_id == run_id, StoredManifestEntry.custom_id.in_(chunk)
                 )
                 for row in session.execute(stmt):
                     found[row.custom_id] = ManifestRow.model_validate(row)
         return found
 
-    def iter_manifest(
-        self, run_id: int, round: int | None = None, shard: int | None = None
-    ) -> Iterator[ManifestRow]:
-        """Stream the manifest of a run, or of one round or shard, in input order, never loading it whole."""
-        stmt = select(*_MANIFEST_COLUMNS).where(ManifestEntry.run_id == run_id)
-        if round is not None:
-            stmt = stmt.where(ManifestEntry.round == round)
-        if shard is not None:
-            stmt = stmt.where(ManifestEntry.shard == shard)
-        stmt = stmt.order_by(ManifestEntry.position.nulls_last(), ManifestEntry.custom_id)
-        with self._engine.connect() as connection:
-            for row in connection.execution_options(yield_per=BULK_CHUNK).execute(stmt):
-                yield ManifestRow.model_validate(row)
-
     def iter_chunks(self, run_id: int) -> Iterator[ManifestRow]:
         """Stream the chunk entries of a run (records too large for one request), by business key."""
         stmt = select(*_MANIFEST_COLUMNS).where(
-            ManifestEntry.run_id == run_id, ManifestEntry.chunk_of.is_not(None)
+            StoredManifestEntry.run_id == run_id, StoredManifestEntry.chunk_of.is_not(None)
         )
-        stmt = stmt.order_by(ManifestEntry.business_key, ManifestEntry.custom_id)
+        stmt = stmt.order_by(StoredManifestEntry.business_key, StoredManifestEntry.custom_id)
         with self._engine.connect() as connection:
             for row in connection.execution_options(yield_per=BULK_CHUNK).execute(stmt):
                 yield ManifestRow.model_validate(row)
@@ -370,9 +360,9 @@ class Store:
     def manifest_entry_of_key(self, run_id: int, business_key: str) -> ManifestRow | None:
         """The round-0 manifest entry (one valid input record, with its position) of a business key."""
         stmt = select(*_MANIFEST_COLUMNS).where(
-            ManifestEntry.run_id == run_id,
-            ManifestEntry.round == 0,
-            ManifestEntry.business_key == business_key,
+            StoredManifestEntry.run_id == run_id,
+            StoredManifestEntry.round == 0,
+            StoredManifestEntry.business_key == business_key,
         )
         with self._reading() as session:
             row = session.execute(stmt.limit(1)).one_or_none()
@@ -380,7 +370,9 @@ class Store:
 
     def manifest_count(self, run_id: int) -> int:
         """Number of manifest entries of a run."""
-        stmt = select(func.count()).select_from(ManifestEntry).where(ManifestEntry.run_id == run_id)
+        stmt = (
+            select(func.count()).select_from(StoredManifestEntry).where(StoredManifestEntry.run_id == run_id)
+        )
         with self._reading() as session:
             return session.scalar(stmt) or 0
 
@@ -706,7 +698,7 @@ class Store:
             with self._writing() as session:
                 _execute_bulk(session, stmt, [row.model_dump() | fixed for row in latest.values()])
                 for keys in _chunks(latest, LOOKUP_CHUNK):
-                    session.execute(delete(QuarantineEntry).where(_released_by(run_ids, keys)))
+                    session.execute(delete(StoredQuarantineEntry).where(_released_by(run_ids, keys)))
             read += len(chunk)
         return read
 
@@ -784,7 +776,7 @@ class Store:
                 )
             ).one_or_none()
             released = session.scalars(
-                select(QuarantineEntry).where(_released_by([run.id], [row.business_key]))
+                select(StoredQuarantineEntry).where(_released_by([run.id], [row.business_key]))
             ).all()
             rerun.replaced_output = (
                 None if current is None else OutputRecord.model_validate(current).model_dump(mode="json")
@@ -884,7 +876,7 @@ class Store:
             now = _utcnow()
             for stored in (rerun.released_quarantine or {}).get("rows", []):
                 entry = QuarantineRecord.model_validate(stored)
-                session.add(QuarantineEntry(**entry.model_dump(exclude={"updated_at"}), updated_at=now))
+                session.add(StoredQuarantineEntry(**entry.model_dump(exclude={"updated_at"}), updated_at=now))
             rerun.status = "undone"
             rerun.undone_by = undone_by
             rerun.undone_at = now
@@ -907,7 +899,7 @@ class Store:
 
     def quarantine(self, run_id: int, rows: Iterable[QuarantineRow]) -> int:
         """Quarantine records of a run; quarantining a record again replaces its row. Returns rows read."""
-        table = QuarantineEntry.__table__
+        table = StoredQuarantineEntry.__table__
         stmt = self._insert(table)
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.run_id, table.c.record_ref],
@@ -936,26 +928,30 @@ class Store:
     def _manifest_positions(session: Session, run_id: int, custom_ids: list[str]) -> dict[str, int]:
         positions: dict[str, int] = {}
         for chunk in _chunks(custom_ids, LOOKUP_CHUNK):
-            stmt = select(ManifestEntry.custom_id, ManifestEntry.position).where(
-                ManifestEntry.run_id == run_id,
-                ManifestEntry.custom_id.in_(chunk),
-                ManifestEntry.position.is_not(None),
+            stmt = select(StoredManifestEntry.custom_id, StoredManifestEntry.position).where(
+                StoredManifestEntry.run_id == run_id,
+                StoredManifestEntry.custom_id.in_(chunk),
+                StoredManifestEntry.position.is_not(None),
             )
             positions.update({custom_id: position for custom_id, position in session.execute(stmt)})
         return positions
 
     def quarantine_rows(self, run_id: int) -> list[QuarantineRecord]:
         """The quarantine of a run, in the order records were first quarantined."""
-        stmt = select(QuarantineEntry).where(QuarantineEntry.run_id == run_id).order_by(QuarantineEntry.id)
+        stmt = (
+            select(StoredQuarantineEntry)
+            .where(StoredQuarantineEntry.run_id == run_id)
+            .order_by(StoredQuarantineEntry.id)
+        )
         with self._reading() as session:
             return [QuarantineRecord.model_validate(entry) for entry in session.scalars(stmt)]
 
     def quarantine_counts(self, run_id: int) -> dict[str, int]:
         """Quarantined records of a run per quarantine class."""
         stmt = (
-            select(QuarantineEntry.quarantine_class, func.count())
-            .where(QuarantineEntry.run_id == run_id)
-            .group_by(QuarantineEntry.quarantine_class)
+            select(StoredQuarantineEntry.quarantine_class, func.count())
+            .where(StoredQuarantineEntry.run_id == run_id)
+            .group_by(StoredQuarantineEntry.quarantine_class)
         )
         with self._reading() as session:
             return {quarantine_class: count for quarantine_class, count in session.execute(stmt)}
@@ -1033,10 +1029,11 @@ class Store:
             published = exists().where(
                 Output.workload == run.workload,
                 Output.logical_date == run.logical_date,
-                Output.business_key == ManifestEntry.business_key,
+                Output.business_key == StoredManifestEntry.business_key,
             )
             quarantined = exists().where(
-                QuarantineEntry.run_id == run_id, QuarantineEntry.position == ManifestEntry.position
+                StoredQuarantineEntry.run_id == run_id,
+                StoredQuarantineEntry.position == StoredManifestEntry.position,
             )
             manifest = session.execute(
                 select(
@@ -1045,18 +1042,22 @@ class Store:
                     func.count().filter(quarantined),
                     func.count().filter(~published, ~quarantined),
                     func.count().filter(published, quarantined),
-                ).where(ManifestEntry.run_id == run_id, ManifestEntry.round == 0, _one_entry_per_record())
+                ).where(
+                    StoredManifestEntry.run_id == run_id,
+                    StoredManifestEntry.round == 0,
+                    _one_entry_per_record(),
+                )
             ).one()
             in_manifest = exists().where(
-                ManifestEntry.run_id == run_id,
-                ManifestEntry.round == 0,
+                StoredManifestEntry.run_id == run_id,
+                StoredManifestEntry.round == 0,
                 _one_entry_per_record(),
-                ManifestEntry.position == QuarantineEntry.position,
+                StoredManifestEntry.position == StoredQuarantineEntry.position,
             )
             rejected = session.scalar(
                 select(func.count())
-                .select_from(QuarantineEntry)
-                .where(QuarantineEntry.run_id == run_id, ~in_manifest)
+                .select_from(StoredQuarantineEntry)
+                .where(StoredQuarantineEntry.run_id == run_id, ~in_manifest)
             )
         return Accounting(
             manifest=manifest[0],

@@ -64,7 +64,6 @@ class RunReport(BaseModel):
     :param cost_usd: what the run cost.
     :param all_sync_cost_usd: what the same tokens would have cost all synchronous.
     :param chunking: the records sent as chunks, when there were any.
-    :param timings: seconds per stage.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -84,7 +83,6 @@ class RunReport(BaseModel):
     health: HealthReport | None = None
     chunking: ChunkingReport | None = None
     levers: list[Lever] = Field(default_factory=list)
-    timings: dict[str, float] = Field(default_factory=dict)
     deadline: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
 
@@ -137,10 +135,6 @@ class RunReport(BaseModel):
             verdict = {True: "met", False: "MISSED", None: "open"}[self.met_deadline]
             lines.append(
                 f"deadline: {self.deadline.isoformat(timespec='minutes')}, finished {finished}: {verdict}"
-            )
-        if self.timings:
-            lines.append(
-                "timings: " + ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in self.timings.items())
             )
         lines += [f"lever {lever.lever} = {lever.value}: {lever.rationale}" for lever in self.levers]
         if self.health is not None:

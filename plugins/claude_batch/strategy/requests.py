@@ -159,8 +159,3 @@ def request_builder(spec: WorkloadSpec) -> RequestBuilder:
         json.dumps(spec.request_options(), sort_keys=True),
         spec.capability_table().token_factor(spec.model),
     )
-
-
-def build_params(spec: WorkloadSpec, record: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
-    """The exact Messages API params of one record of ``spec``."""
-    return request_builder(spec).params(record)

@@ -65,7 +65,7 @@ def test_a_resubmitted_custom_id_stays_filed_where_it_first_appeared(store: Stor
     store.add_manifest(run.id, [resubmitted, split])
 
     assert store.manifest_lookup(run.id, [resubmitted.custom_id])[resubmitted.custom_id].round == 0
-    assert [entry.custom_id for entry in store.iter_manifest(run.id, round=1)] == [split.custom_id]
+    assert store.manifest_lookup(run.id, [split.custom_id])[split.custom_id].round == 1
     assert store.manifest_count(run.id) == 4
 
 
@@ -95,15 +95,6 @@ def test_manifest_of_a_run_is_invisible_to_another_run(store: Store, run: RunRec
 
     assert store.manifest_count(other.id) == 0
     assert store.manifest_lookup(other.id, ["loan-2026-06-07-000001"]) == {}
-
-
-def test_iter_manifest_streams_one_shard_in_input_order(store: Store, run: RunRecord) -> None:
-    store.add_manifest(run.id, reversed(list(_entries(3_000))))
-
-    positions = [entry.position for entry in store.iter_manifest(run.id, shard=1)]
-
-    assert positions == list(range(1_000, 2_000))
-    assert sum(1 for _ in store.iter_manifest(run.id)) == 3_000
 
 
 def test_manifest_of_an_unknown_run_is_refused(store: Store) -> None:

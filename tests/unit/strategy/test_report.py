@@ -23,7 +23,6 @@ def _report(**changes: object) -> RunReport:
         "cost_usd": 2.93,
         "all_sync_cost_usd": 5.85,
         "levers": [Lever(lever="route", value="batch", rationale="bulk: batch: 1000 requests, no deadline")],
-        "timings": {"shard": 1.2, "wait": 1800.0},
         "deadline": datetime(2026, 6, 7, 12, 0, tzinfo=UTC),
         "finished_at": datetime(2026, 6, 7, 7, 30, tzinfo=UTC),
         "health": HealthReport(level=HealthLevel.OK, shares={"succeeded": 1.0}, signals=[]),

@@ -6,14 +6,16 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from claude_batch.strategy.requests import build_params, request_builder
+from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.spec import WorkloadSpec, parse_workload
 from claude_workloads.loan_disclosure_review import LoanFile
 from tests.unit.strategy.helpers import loan, make_spec, spec_data
 
 
 def test_params_are_exactly_the_messages_api_params(loan_spec: WorkloadSpec) -> None:
-    params = build_params(loan_spec, loan("114829", text="NOTICE OF RIGHT TO CANCEL\nYou may cancel."))
+    params = request_builder(loan_spec).params(
+        loan("114829", text="NOTICE OF RIGHT TO CANCEL\nYou may cancel.")
+    )
     assert set(params) == {"model", "max_tokens", "system", "messages", "output_config"}
     assert (params["model"], params["max_tokens"]) == (loan_spec.model, loan_spec.max_tokens)
     assert params["messages"] == [
@@ -25,7 +27,7 @@ def test_params_are_exactly_the_messages_api_params(loan_spec: WorkloadSpec) -> 
 
 
 def test_cached_system_prefix_is_one_text_block_with_the_1h_ttl(loan_spec: WorkloadSpec) -> None:
-    (block,) = build_params(loan_spec, loan("1"))["system"]
+    (block,) = request_builder(loan_spec).params(loan("1"))["system"]
     assert block["type"] == "text"
     assert block["text"].startswith("You are a compliance reviewer")
     assert block["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
@@ -33,28 +35,30 @@ def test_cached_system_prefix_is_one_text_block_with_the_1h_ttl(loan_spec: Workl
 
 def test_5_minute_cache_uses_the_default_ttl() -> None:
     spec = make_spec(prompt={"cache_ttl": "5m"})
-    assert build_params(spec, loan("1"))["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert request_builder(spec).params(loan("1"))["system"][0]["cache_control"] == {"type": "ephemeral"}
 
 
 def test_uncached_system_prompt_carries_no_cache_control() -> None:
     spec = make_spec(prompt={"cache_system_prefix": False})
-    assert "cache_control" not in build_params(spec, loan("1"))["system"][0]
+    assert "cache_control" not in request_builder(spec).params(loan("1"))["system"][0]
 
 
 def test_every_request_shares_a_byte_identical_system_prefix(loan_spec: WorkloadSpec) -> None:
-    first, second = (build_params(loan_spec, loan(key))["system"] for key in ("1", "2"))
+    first, second = (request_builder(loan_spec).params(loan(key))["system"] for key in ("1", "2"))
     assert first == second
 
 
 def test_a_validated_record_and_its_mapping_render_the_same(loan_spec: WorkloadSpec) -> None:
     record = loan("42", text="x")
-    assert build_params(loan_spec, LoanFile.model_validate(record)) == build_params(loan_spec, record)
+    assert request_builder(loan_spec).params(LoanFile.model_validate(record)) == request_builder(
+        loan_spec
+    ).params(record)
 
 
 def test_returned_params_can_be_changed_without_touching_the_next_ones(loan_spec: WorkloadSpec) -> None:
-    params = build_params(loan_spec, loan("1"))
+    params = request_builder(loan_spec).params(loan("1"))
     params["system"][0]["cache_control"]["ttl"] = "5m"
-    assert build_params(loan_spec, loan("1"))["system"][0]["cache_control"]["ttl"] == "1h"
+    assert request_builder(loan_spec).params(loan("1"))["system"][0]["cache_control"]["ttl"] == "1h"
 
 
 def test_templates_are_loaded_once_per_prompt(loan_spec: WorkloadSpec) -> None:
@@ -68,11 +72,11 @@ def test_an_undefined_value_fails_instead_of_rendering_empty(tmp_path: Path) -> 
     data["prompt"] = {"system": "system.j2", "user": "user.j2"}
     spec = parse_workload(data, base_dir=tmp_path)
     with pytest.raises(jinja2.UndefinedError):
-        build_params(spec, loan("1"))
+        request_builder(spec).params(loan("1"))
 
 
 def test_a_model_with_structured_outputs_is_sent_the_output_schema(loan_spec: WorkloadSpec) -> None:
-    params = build_params(loan_spec, loan("1"))
+    params = request_builder(loan_spec).params(loan("1"))
     output_format = params["output_config"]["format"]
     assert output_format["type"] == "json_schema"
     schema = output_format["schema"]
@@ -85,12 +89,12 @@ def test_a_model_with_structured_outputs_is_sent_the_output_schema(loan_spec: Wo
 
 def test_a_model_without_structured_outputs_gets_free_text_requests() -> None:
     spec = make_spec(model="claude-sonnet-4-0")
-    assert "output_config" not in build_params(spec, loan("1"))
+    assert "output_config" not in request_builder(spec).params(loan("1"))
 
 
 def test_structured_output_off_sends_no_schema() -> None:
     spec = make_spec(structured_output="off")
-    assert "output_config" not in build_params(spec, loan("1"))
+    assert "output_config" not in request_builder(spec).params(loan("1"))
 
 
 def test_sampling_and_thinking_settings_reach_every_request() -> None:
@@ -100,7 +104,7 @@ def test_sampling_and_thinking_settings_reach_every_request() -> None:
         max_tokens=4000,
         thinking={"type": "adaptive", "effort": "low"},
     )
-    params = build_params(spec, loan("1"))
+    params = request_builder(spec).params(loan("1"))
     assert params["temperature"] == 0.2
     assert params["thinking"] == {"type": "adaptive"}
     assert params["output_config"]["effort"] == "low"
@@ -110,7 +114,7 @@ def test_sampling_and_thinking_settings_reach_every_request() -> None:
 def test_request_lines_carry_the_same_options_as_params(loan_spec: WorkloadSpec) -> None:
     builder = request_builder(loan_spec)
     line = json.loads(builder.request_line("loan-1", builder.user_text(loan("1"))))
-    assert line["params"] == build_params(loan_spec, loan("1"))
+    assert line["params"] == request_builder(loan_spec).params(loan("1"))
 
 
 INJECTION = (
@@ -120,7 +124,7 @@ INJECTION = (
 
 
 def test_a_record_field_cannot_close_the_tag_that_wraps_it(loan_spec: WorkloadSpec) -> None:
-    user = build_params(loan_spec, loan("114829", text=INJECTION))["messages"][0]["content"]
+    user = request_builder(loan_spec).params(loan("114829", text=INJECTION))["messages"][0]["content"]
 
     # One wrapper, opened with the record's own id and closed once, at the end: the field is inside it.
     assert user.count("<loan_file") == 1 and user.startswith('<loan_file id="114829">')

@@ -14,7 +14,7 @@ from claude_batch.strategy.custom_ids import custom_id_for
 from claude_batch.strategy.manifest import read_manifest
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
 from claude_batch.strategy.records import read_jsonl
-from claude_batch.strategy.requests import build_params
+from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.sharding import ShardPlan, ShardWriter, valid_records, write_shards
 from claude_batch.strategy.spec import BATCH_BODY_OVERHEAD, WorkloadSpec, parse_workload
 from tests.unit.strategy.helpers import loan, make_spec, spec_data, write_jsonl
@@ -45,7 +45,7 @@ def test_shard_lines_are_custom_id_and_the_exact_params(loan_spec: WorkloadSpec,
     plan = _shard(loan_spec, tmp_path, [loan("114829"), loan("114830")])
     lines = _lines(plan.shards[0].path)
     assert [line["custom_id"] for line in lines] == ["loan-2026-06-07-114829", "loan-2026-06-07-114830"]
-    assert lines[0]["params"] == build_params(loan_spec, loan("114829"))
+    assert lines[0]["params"] == request_builder(loan_spec).params(loan("114829"))
 
 
 def test_shard_byte_size_is_the_bytes_on_disk(loan_spec: WorkloadSpec, tmp_path: Path) -> None:
