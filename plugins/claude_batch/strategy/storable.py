@@ -8,11 +8,16 @@ in sharding, an answer that holds one is an invalid output, and quarantine rows 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# In JSON text (not ASCII-escaped) a NUL is written ``\u0000`` and a lone surrogate as itself, so a
+# value whose encoding matches neither holds neither; a match may be a literal backslash-u text.
+_UNSTORABLE_ENCODED = re.compile(r"\\u0000|[\ud800-\udfff]")
+_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 
 
 def unstorable(text: str) -> str | None:
@@ -32,6 +37,18 @@ def storable(text: str) -> str:
 
 def unstorable_in(value: Any) -> str | None:
     """``unstorable`` over every string (keys too) of a JSON-like value."""
+    # One C-level encode and search instead of a Python walk of every string: partition checks
+    # every answer, and the walk was a fifth of its time. A match (or a value JSON cannot encode)
+    # is looked at string by string, which also says what was found.
+    try:
+        if _UNSTORABLE_ENCODED.search(_ENCODER.encode(value)) is None:
+            return None
+    except (TypeError, ValueError):
+        pass
+    return _unstorable_walk(value)
+
+
+def _unstorable_walk(value: Any) -> str | None:
     if isinstance(value, str):
         return unstorable(value)
     if isinstance(value, dict):
@@ -41,6 +58,6 @@ def unstorable_in(value: Any) -> str | None:
     else:
         return None
     for item in items:
-        if found := unstorable_in(item):
+        if found := _unstorable_walk(item):
             return found
     return None
