@@ -600,8 +600,8 @@ class ThinkingSpec(BaseModel):
 class WorkloadSpec(BaseModel):
     """One bulk Claude workload; README.md, "Workload specs", describes each field.
 
-    Field order matters: later fields are checked against earlier ones (the business key against the
-    input model, the templates against its fields, the shard target against the request limit).
+    Checks between fields (the business key against the input model, the templates against its
+    fields, the shard target against the request limit) run on the whole model, in any field order.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -662,12 +662,6 @@ class WorkloadSpec(BaseModel):
     def _importable(cls, value: str) -> str:
         return _check_import_path(value)
 
-    @field_validator("business_key")
-    @classmethod
-    def _key_fields_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        _require_fields(info.data.get("input_schema"), value, "business key field(s)")
-        return value
-
     @field_validator("custom_id_prefix")
     @classmethod
     def _prefix_fits(cls, value: str) -> str:
@@ -675,19 +669,6 @@ class WorkloadSpec(BaseModel):
             raise ValueError(
                 "1 to 24 letters, digits or underscores (custom_ids allow [a-zA-Z0-9_-], 64 at most)"
             )
-        return value
-
-    @field_validator("text_fields")
-    @classmethod
-    def _text_fields_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        _require_fields(info.data.get("input_schema"), value, "text field(s)")
-        return value
-
-    @field_validator("stratify_by")
-    @classmethod
-    def _stratum_field_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None:
-            _require_fields(info.data.get("input_schema"), [value], "stratify_by field")
         return value
 
     @field_validator("prompt")
@@ -704,55 +685,59 @@ class WorkloadSpec(BaseModel):
         others = jinja2.meta.find_undeclared_variables(user) - {"record"}
         if others:
             raise ValueError(f"the user template may only use 'record', found {', '.join(sorted(others))}")
-        used = sorted(
-            {n.attr for n in user.find_all(jinja2.nodes.Getattr) if getattr(n.node, "name", None) == "record"}
-        )
-        _require_fields(info.data.get("input_schema"), used, "the user template reads record field(s)")
-        return value
-
-    @field_validator("sample")
-    @classmethod
-    def _expectation_fields_exist(cls, value: SampleSpec, info: ValidationInfo) -> SampleSpec:
-        for expectation in value.expectations:
-            _require_fields(info.data.get("output_schema"), [expectation.field], "expectation field")
-            if expectation.equals_input_field is not None:
-                _require_fields(
-                    info.data.get("input_schema"), [expectation.equals_input_field], "equals_input_field"
-                )
-        return value
-
-    @field_validator("sharding")
-    @classmethod
-    def _one_request_fits_a_shard(cls, value: ShardingSpec, info: ValidationInfo) -> ShardingSpec:
-        max_request = info.data.get("max_request_bytes")
-        if max_request is not None and max_request > value.target_bytes:
-            raise ValueError(
-                f"target_bytes ({value.target_bytes}) is below max_request_bytes ({max_request}): "
-                "a request of the allowed size would not fit in a shard"
-            )
-        return value
-
-    @field_validator("chunking")
-    @classmethod
-    def _chunked_field_is_text(cls, value: ChunkingSpec | None, info: ValidationInfo) -> ChunkingSpec | None:
-        text_fields = info.data.get("text_fields")
-        if value is None or text_fields is None:
-            return value
-        if value.field is None:
-            if len(text_fields) != 1:
-                raise ValueError(
-                    f"name the text field to split (chunking.field), one of {', '.join(text_fields)}"
-                )
-            return value.model_copy(update={"field": text_fields[0]})
-        if value.field not in text_fields:
-            raise ValueError(
-                f"chunking.field {value.field!r} is not one of text_fields ({', '.join(text_fields)})"
-            )
         return value
 
     @model_validator(mode="after")
     def _remember_base_dir(self, info: ValidationInfo) -> WorkloadSpec:
         self._base_dir = _base_dir_of(info)
+        return self
+
+    @model_validator(mode="after")
+    def _fields_agree(self) -> WorkloadSpec:
+        """The checks between fields, on the whole model: a field validator reading ``info.data`` sees
+        only the fields declared before it, and silently skips the check when the order changes."""
+        problems: list[str] = []
+
+        def check(field: str, model_path: str, names: list[str], what: str) -> None:
+            try:
+                _require_fields(model_path, names, what)
+            except ValueError as error:
+                problems.append(f"{field}: {error}")
+
+        check("business_key", self.input_schema, self.business_key, "business key field(s)")
+        check("text_fields", self.input_schema, self.text_fields, "text field(s)")
+        if self.stratify_by is not None:
+            check("stratify_by", self.input_schema, [self.stratify_by], "stratify_by field")
+        user = _parse_template(self._base_dir, self.prompt.user, "user")
+        used = sorted(
+            {n.attr for n in user.find_all(jinja2.nodes.Getattr) if getattr(n.node, "name", None) == "record"}
+        )
+        check("prompt", self.input_schema, used, "the user template reads record field(s)")
+        for expectation in self.sample.expectations:
+            check("sample", self.output_schema, [expectation.field], "expectation field")
+            if expectation.equals_input_field is not None:
+                check("sample", self.input_schema, [expectation.equals_input_field], "equals_input_field")
+        if self.max_request_bytes > self.sharding.target_bytes:
+            problems.append(
+                f"sharding: target_bytes ({self.sharding.target_bytes}) is below max_request_bytes "
+                f"({self.max_request_bytes}): a request of the allowed size would not fit in a shard"
+            )
+        if self.chunking is not None:
+            if self.chunking.field is None:
+                if len(self.text_fields) == 1:
+                    self.chunking = self.chunking.model_copy(update={"field": self.text_fields[0]})
+                else:
+                    problems.append(
+                        "chunking: name the text field to split (chunking.field), one of "
+                        + ", ".join(self.text_fields)
+                    )
+            elif self.chunking.field not in self.text_fields:
+                problems.append(
+                    f"chunking: chunking.field {self.chunking.field!r} is not one of text_fields "
+                    f"({', '.join(self.text_fields)})"
+                )
+        if problems:
+            raise ValueError("\n  - ".join(problems))
         return self
 
     @model_validator(mode="after")

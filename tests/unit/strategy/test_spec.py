@@ -6,6 +6,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 
 from claude_batch.strategy.spec import (
     MAX_BATCH_BYTES,
@@ -416,3 +417,45 @@ def test_a_schema_outside_the_allowed_packages_is_not_imported(monkeypatch) -> N
     monkeypatch.setenv("CLAUDE_BATCH_SCHEMA_MODULES", "claude_workloads, tests.unit")
     with pytest.raises(WorkloadSpecError, match="has no attribute 'NotThere'"):
         parse_workload(data)
+
+
+MERGE = "claude_workloads.loan_disclosure_review:merge_reviews"
+
+
+class _FieldsReversed(WorkloadSpec):
+    """The spec with its fields declared in reverse order: its checks must not depend on that order."""
+
+
+_FieldsReversed.__pydantic_fields__ = dict(reversed(_FieldsReversed.__pydantic_fields__.items()))
+_FieldsReversed.model_rebuild(force=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"business_key": ["loan_id"]}, "business key field(s) 'loan_id' not in LoanFile"),
+        ({"text_fields": ["body"]}, "text field(s) 'body' not in LoanFile"),
+        ({"stratify_by": "region"}, "stratify_by field 'region' not in LoanFile"),
+        ({"max_request_bytes": "200MB"}, "target_bytes (100000000) is below max_request_bytes"),
+        (
+            {"sample": {"expectations": [{"field": "grade", "one_of": ["low"]}]}},
+            "expectation field 'grade' not in LoanReview",
+        ),
+        (
+            {"sample": {"expectations": [{"field": "loan_file_id", "equals_input_field": "loan_no"}]}},
+            "equals_input_field 'loan_no' not in LoanFile",
+        ),
+        (
+            {"chunking": {"field": "borrower", "target_tokens": 1000, "merge": MERGE}},
+            "chunking.field 'borrower' is not one of text_fields",
+        ),
+    ],
+)
+def test_a_cross_field_check_holds_whatever_order_the_fields_are_declared_in(
+    change: dict[str, Any], expected: str
+) -> None:
+    data = {**spec_data(), **change}
+    for model in (WorkloadSpec, _FieldsReversed):
+        with pytest.raises(ValidationError) as raised:
+            model.model_validate(data, context={"base_dir": BUNDLED_WORKLOADS_DIR})
+        assert expected in str(raised.value), model.__name__
