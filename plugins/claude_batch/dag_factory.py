@@ -121,7 +121,7 @@ def build_workload_dag(
                 type=["null", "integer"],
                 minimum=0,
                 maximum=100,
-                description="Records in the synchronous sample (30-100). Empty or 0: decided by the "
+                description="Records in the synchronous sample, held within 30-100. Empty or 0: decided by the "
                 "prompt's history.",
             ),
             "mode": Param(

@@ -98,3 +98,13 @@ def test_sample_only_reports_against_the_previous_prompt_and_sends_no_batch(pipe
     assert f"against the previous prompt {night_prompt[:12]}" in text
     assert failures[0]["custom_id"] in text
     assert date(2026, 6, 8).isoformat() in report["report"]
+
+
+def test_a_sample_size_forced_under_the_minimum_still_samples_30(pipeline_for) -> None:
+    pipeline = pipeline_for()
+
+    dag_run = pipeline.run(WORKLOAD, pipeline.loan_input(120), mode="sample_only", sample_size=5)
+
+    assert dag_run.state == "success"
+    assert _return_value(dag_run, "sample_report")["sample_size"] == 30
+    assert pipeline.emulator.stats()["messages_created"] == 30

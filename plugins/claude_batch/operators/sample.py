@@ -21,6 +21,8 @@ from claude_batch.strategy.outputs import message_text
 from claude_batch.strategy.partition import PartitionSummary, ResultClass, partition_results
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.sampling import (
+    MAX_SAMPLE,
+    MIN_SAMPLE,
     GateResult,
     SampleOutcome,
     evaluate_sample,
@@ -101,7 +103,8 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
     ``sample_only`` mode the gate is reported, never enforced.
 
     :param run: the route stage's run context.
-    :param sample_size: force a size (30-100); 0 or empty lets the prompt's history decide.
+    :param sample_size: force a size, held within 30-100 (and the input); 0 or empty lets the prompt's
+        history decide.
     :param conn_id: Airflow connection of type ``anthropic``.
     :param mode: ``full`` or ``sample_only`` (the DAG Param).
     """
@@ -134,13 +137,9 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
         fingerprint = prompt_fingerprint(spec)
         passed_before = store.last_passed_validation(spec.name, fingerprint, spec.model)
         forced = int(self.sample_size or 0)
-        size = (
-            min(forced, run.input_count)
-            if forced
-            else sample_size(spec, passed_before is not None, run.input_count)
-        )
+        size = sample_size(spec, passed_before is not None, run.input_count, forced)
         why = (
-            f"forced to {forced} by the run's params"
+            f"the run's params ask for {forced}, held within {MIN_SAMPLE}..{MAX_SAMPLE} and the input"
             if forced
             else (
                 f"half of the spec's {spec.sample.size}: this prompt+model passed on "

@@ -24,13 +24,17 @@ MIN_SAMPLE = 30
 MAX_SAMPLE = 100
 
 
-def sample_size(spec: WorkloadSpec, already_validated: bool, input_count: int | None = None) -> int:
+def sample_size(
+    spec: WorkloadSpec, already_validated: bool, input_count: int | None = None, forced: int = 0
+) -> int:
     """Half the spec's size for a fingerprint that passed before, double for a new one, within 30..100.
 
-    Never more than ``input_count`` (a run of 12 records samples 12).
+    ``forced`` (the run's ``sample_size``; 0: not forced) replaces that choice and is held within
+    30..100 too: a smaller sample says little about a pass rate. Never more than ``input_count`` (a
+    run of 12 records samples 12).
     """
-    base = spec.sample.size
-    size = max(MIN_SAMPLE, min(MAX_SAMPLE, base // 2 if already_validated else base * 2))
+    size = forced or (spec.sample.size // 2 if already_validated else spec.sample.size * 2)
+    size = max(MIN_SAMPLE, min(MAX_SAMPLE, size))
     return size if input_count is None else min(size, input_count)
 
 

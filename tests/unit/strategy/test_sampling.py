@@ -36,6 +36,15 @@ def test_a_prompt_that_passed_before_samples_less_and_a_new_one_more() -> None:
 
 def test_sample_size_is_never_more_than_the_input() -> None:
     assert sample_size(make_spec(), already_validated=False, input_count=12) == 12
+    assert sample_size(make_spec(), already_validated=False, input_count=12, forced=50) == 12
+
+
+@pytest.mark.parametrize(
+    ("forced", "expected"), [(5, 30), (29, 30), (30, 30), (64, 64), (100, 100), (250, 100)]
+)
+def test_a_forced_sample_size_is_held_within_30_to_100(forced: int, expected: int) -> None:
+    for already_validated in (True, False):
+        assert sample_size(make_spec(), already_validated, input_count=1_000, forced=forced) == expected
 
 
 def test_every_stratum_is_represented_even_a_rare_one() -> None:
