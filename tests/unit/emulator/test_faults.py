@@ -11,6 +11,7 @@ from pathlib import Path
 import anthropic
 import httpx2
 import pytest
+from anthropic.types.messages import MessageBatch
 
 from claude_emulator.testing import EmulatorHandle, running_emulator
 from claude_workloads.loan_disclosure_review import LoanReview
@@ -159,6 +160,17 @@ def failing() -> Iterator[EmulatorHandle]:
         yield handle
 
 
+def retrieve_once_found(client: anthropic.Anthropic, batch_id: str) -> MessageBatch:
+    """Retrieve the batch until the transient 404 after its create is over, as a poller would."""
+    give_up = time.monotonic() + 60
+    while True:
+        try:
+            return client.messages.batches.retrieve(batch_id)
+        except anthropic.NotFoundError:
+            assert time.monotonic() < give_up, f"batch {batch_id} was never found"
+            time.sleep(0.05)
+
+
 def test_rate_limited_calls_get_429_with_retry_after(failing: EmulatorHandle) -> None:
     with pytest.raises(anthropic.RateLimitError) as raised:
         sdk_client(failing).messages.batches.list()
@@ -186,19 +198,19 @@ def test_api_errors_get_500(failing: EmulatorHandle) -> None:
 def test_a_reset_connection_loses_the_answer_but_not_the_effect(failing: EmulatorHandle) -> None:
     client = sdk_client(failing)
     batch = client.messages.batches.create(requests=[batch_request("r-1")])
-    time.sleep(0.5)  # past the transient-404 window of this emulator
 
     with pytest.raises(anthropic.APIConnectionError):
         client.messages.batches.cancel(batch.id)
 
-    assert client.messages.batches.retrieve(batch.id).processing_status == "ended"
+    assert retrieve_once_found(client, batch.id).processing_status == "ended"
     assert failing.stats()["http_faults_injected"]["cancel_batch"]["connection_reset"] >= 1
 
 
 def test_a_truncated_results_stream_breaks_off_after_half_the_lines(failing: EmulatorHandle) -> None:
     client = sdk_client(failing)
     batch = client.messages.batches.create(requests=[batch_request(f"r-{i}") for i in range(41)])
-    time.sleep(0.5)
+    # The SDK reads results_url from a retrieve first, which 404s just after the create.
+    retrieve_once_found(client, batch.id)
     received = []
 
     with pytest.raises(httpx2.RemoteProtocolError):
@@ -214,18 +226,17 @@ def test_a_batch_is_not_found_just_after_create_then_found(failing: EmulatorHand
 
     with pytest.raises(anthropic.NotFoundError):
         client.messages.batches.retrieve(batch.id)
-    time.sleep(0.6)
 
-    assert client.messages.batches.retrieve(batch.id).id == batch.id
+    assert retrieve_once_found(client, batch.id).id == batch.id
     assert failing.stats()["http_faults_injected"]["retrieve_batch"]["not_found_after_create"] >= 1
 
 
 def test_a_slow_response_arrives_late_and_times_out_a_short_timeout(failing: EmulatorHandle) -> None:
     client = sdk_client(failing)
     first, second = (client.messages.batches.create(requests=[batch_request("r-1")]) for _ in range(2))
-    time.sleep(0.5)  # past the transient-404 window of this emulator
-    client.messages.batches.retrieve(first.id)
-    client.messages.batches.retrieve(second.id)
+    # Retrieved once found: a batch ends when first observed, and only an ended batch can be deleted.
+    retrieve_once_found(client, first.id)
+    retrieve_once_found(client, second.id)
 
     started = time.monotonic()
     deleted = client.messages.batches.delete(first.id)

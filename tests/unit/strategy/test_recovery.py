@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -144,27 +146,41 @@ def _sections(count: int) -> str:
     return "\n\n".join(f"PART {n}\n" + "Payments are applied first. " * 20 for n in range(count))
 
 
-def test_a_record_refused_as_too_long_is_split_into_chunk_requests_of_the_next_round(tmp_path: Path) -> None:
-    spec = make_spec()
+@pytest.fixture
+def recover_refused_loan(tmp_path: Path) -> Callable[..., RecoveryPlan]:
+    """Shard loan "1" holding `text` (and `others`), have its request refused by the `refused`
+    result line, and plan the next round with the record as the request's split source."""
+
+    def recover(
+        spec: WorkloadSpec, text: str, refused: str, others: Sequence[dict] = (), **split: Any
+    ) -> RecoveryPlan:
+        source = write_jsonl(tmp_path / "input.jsonl", [loan("1", text), *others])
+        shards = write_shards(spec, read_jsonl(source), tmp_path / "shards", date(2026, 6, 7))
+        partition_results(
+            [refused], read_manifest(Path(shards.manifest_path)), LoanReview, tmp_path / "partition"
+        )
+        record = LoanFile.model_validate(loan("1", text))
+        return plan_recovery(
+            spec,
+            read_failures(tmp_path / "partition"),
+            [Path(s.path) for s in shards.shards],
+            0,
+            tmp_path / "recovery",
+            {"loan-2026-06-07-1": SplitSource(record, position=1, **split)},
+        )
+
+    return recover
+
+
+def test_a_record_refused_as_too_long_is_split_into_chunk_requests_of_the_next_round(
+    recover_refused_loan: Callable[..., RecoveryPlan],
+) -> None:
     text = _sections(8)
-    source = write_jsonl(tmp_path / "input.jsonl", [loan("1", text), loan("2")])
-    shards = write_shards(spec, read_jsonl(source), tmp_path / "shards", date(2026, 6, 7))
     refused = errored_line(
         "loan-2026-06-07-1", "invalid_request_error", "prompt is too long: 300 tokens > 200 maximum"
     )
-    partition_results(
-        [refused], read_manifest(Path(shards.manifest_path)), LoanReview, tmp_path / "partition"
-    )
-    record = LoanFile.model_validate(loan("1", text))
 
-    plan = plan_recovery(
-        spec,
-        read_failures(tmp_path / "partition"),
-        [Path(s.path) for s in shards.shards],
-        0,
-        tmp_path / "recovery",
-        {"loan-2026-06-07-1": SplitSource(record, position=1)},
-    )
+    plan = recover_refused_loan(make_spec(), text, refused, others=[loan("2")])
 
     entries = [e for e in read_manifest(Path(plan.manifest_path)) if e.business_key == "1"]
     assert plan.actions[RecoveryAction.SPLIT] == 1 and plan.accounted()
@@ -184,26 +200,17 @@ def test_a_record_refused_as_too_long_is_split_into_chunk_requests_of_the_next_r
         assert text[entry.text_start : entry.text_end].split("\n")[0] in users[entry.custom_id]
 
 
-def test_a_chunk_refused_at_the_depth_limit_is_quarantined_naming_the_chunk(tmp_path: Path) -> None:
+def test_a_chunk_refused_at_the_depth_limit_is_quarantined_naming_the_chunk(
+    recover_refused_loan: Callable[..., RecoveryPlan],
+) -> None:
     spec = make_spec(
         chunking={"merge": "claude_workloads.loan_disclosure_review:merge_reviews", "max_depth": 1}
     )
     text = _sections(4)
-    source = write_jsonl(tmp_path / "input.jsonl", [loan("1", text)])
-    shards = write_shards(spec, read_jsonl(source), tmp_path / "shards", date(2026, 6, 7))
     refused = errored_line("loan-2026-06-07-1", "request_too_large", "request too large")
-    partition_results(
-        [refused], read_manifest(Path(shards.manifest_path)), LoanReview, tmp_path / "partition"
-    )
-    record = LoanFile.model_validate(loan("1", text))
-    plan = plan_recovery(
-        spec,
-        read_failures(tmp_path / "partition"),
-        [Path(s.path) for s in shards.shards],
-        0,
-        tmp_path / "recovery",
-        {"loan-2026-06-07-1": SplitSource(record, position=1, depth=1, span=(0, len(text)))},
-    )
+
+    plan = recover_refused_loan(spec, text, refused, depth=1, span=(0, len(text)))
+
     [entry] = [
         QuarantineEntry.model_validate_json(x) for x in Path(plan.quarantine_path).read_text().splitlines()
     ]
