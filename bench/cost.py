@@ -45,8 +45,9 @@ from _nightly import (
     write_inputs,
 )
 
-from claude_batch.strategy.cost import Usage, cost_usd
+from claude_batch.strategy.cost import cost_usd
 from claude_batch.strategy.spec import load_workload
+from claude_batch.strategy.usage import Usage
 from claude_batch.workloads import register_bundled_workloads
 from claude_emulator.testing import running_emulator
 

@@ -23,11 +23,12 @@ from claude_batch.hooks.store import get_store
 from claude_batch.operators.run import read_input
 from claude_batch.redaction import mask_connection, redact
 from claude_batch.store import OutputRow, RerunRecord, RunRecord, Store
-from claude_batch.strategy.cost import Usage, cost_usd
+from claude_batch.strategy.cost import cost_usd
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.sharding import ValidRecord, check_record
 from claude_batch.strategy.spec import InputFormat, WorkloadSpec, bundled_workload_names, load_workload
+from claude_batch.strategy.usage import Usage
 from claude_batch.workloads import register_bundled_workloads
 
 # The specs this face loads by name are the bundled ones (and $CLAUDE_BATCH_SPECS_DIR's).
@@ -187,14 +188,12 @@ def rerun_record(
         store.fail_rerun(intent.id, "failed", text)
         raise UpstreamError(text) from None
     answer = message.model_dump(mode="json")
-    usage = answer.get("usage") or {}
-    cost = cost_usd(
-        Usage.from_api(usage), answer.get("model") or spec.model, batch=False, prices=spec.price_table()
-    )
+    usage = Usage.from_message(answer)
+    cost = cost_usd(usage, answer.get("model") or spec.model, batch=False, prices=spec.price_table())
     parsed = parse_output(message_text(answer), spec.output_model())
     if parsed.value is None:
         text = redact(f"{found.custom_id}: {parsed.problem}; nothing was published, the earlier output stays")
-        store.fail_rerun(intent.id, "invalid_output", text, OutputRow.token_counts(usage), cost)
+        store.fail_rerun(intent.id, "invalid_output", text, usage, cost)
         raise InvalidAnswerError(text)
     row = OutputRow(
         business_key=found.business_key,

@@ -15,10 +15,10 @@ from typing import Any
 from claude_batch.operators.run import RunContext
 from claude_batch.store import ManifestRow, OutputRow, QuarantineRow, Store
 from claude_batch.strategy.chunking import chunked_records, covering_answers, merge_answers
-from claude_batch.strategy.cost import Usage
 from claude_batch.strategy.quarantine import QuarantineClass
 from claude_batch.strategy.report import ChunkingReport
 from claude_batch.strategy.spec import WorkloadSpec
+from claude_batch.strategy.usage import Usage
 
 
 @dataclass
@@ -40,15 +40,6 @@ class MergeOutcome:
         )
 
 
-def _usage(row: OutputRow) -> Usage:
-    return Usage(
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
-        cache_creation_input_tokens=row.cache_creation_input_tokens,
-        cache_read_input_tokens=row.cache_read_input_tokens,
-    )
-
-
 def publish_chunked_records(
     store: Store,
     run: RunContext,
@@ -62,7 +53,7 @@ def publish_chunked_records(
     outcome = MergeOutcome(chunks_sent=len(entries))
     for row in answers.values():
         source = "sync" if row.source == "sync" else "batch"
-        outcome.usage_by_source[source] = outcome.usage_by_source[source] + _usage(row)
+        outcome.usage_by_source[source] = outcome.usage_by_source[source] + row.usage
     if spec.chunking is None:
         raise ValueError(f"the run holds chunks, but the spec {spec.name} has no chunking section")
     rule = spec.chunking.merge_rule()
@@ -102,7 +93,7 @@ def publish_chunked_records(
             )
             continue
         last = max(parts, key=lambda part: part.round)
-        usage = sum((_usage(part) for part in parts), Usage())
+        usage = Usage.total(part.usage for part in parts)
         merged.append(
             OutputRow(
                 business_key=record.business_key,
@@ -111,7 +102,7 @@ def publish_chunked_records(
                 model=parts[0].model,
                 source=last.source,
                 round=last.round,
-                **OutputRow.token_counts(usage.model_dump()),
+                **OutputRow.token_counts(usage),
             )
         )
         outcome.recovered += last.round > 0

@@ -19,7 +19,7 @@ from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.operators.approval import ApprovalGate
 from claude_batch.operators.run import RunContext, read_input
 from claude_batch.operators.shard import sample_answers
-from claude_batch.strategy.cost import InputShape, SampleCostFacts, Usage, estimate_run_cost
+from claude_batch.strategy.cost import InputShape, SampleCostFacts, estimate_run_cost
 from claude_batch.strategy.gates import RunMode, budget_evidence, decision_deadline
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.outputs import message_text, parse_output
@@ -28,6 +28,7 @@ from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.routing import Route
 from claude_batch.strategy.sharding import valid_records
 from claude_batch.strategy.spec import BudgetSpec, WorkloadSpec
+from claude_batch.strategy.usage import Usage
 
 # Records outside the sample's shape counted exactly (count_tokens is free; this bounds the time it
 # takes); the rest are extrapolated from the sample, and the estimate says how many.
@@ -110,7 +111,7 @@ def sample_cost_facts(spec: WorkloadSpec, sample: dict) -> tuple[SampleCostFacts
         result = data["result"]
         if result["type"] != "succeeded" or data["custom_id"] in input_tokens:
             continue
-        billed = Usage.from_api(result["message"].get("usage") or {})
+        billed = Usage.from_message(result["message"])
         input_tokens[data["custom_id"]] = billed.input_tokens
         usage = usage + billed
         if parse_output(message_text(result["message"]), output_model).value is None:

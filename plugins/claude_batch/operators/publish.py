@@ -17,12 +17,13 @@ from claude_batch.operators.chunks import publish_chunked_records
 from claude_batch.operators.cost_guard import estimate_lever
 from claude_batch.operators.run import RunContext
 from claude_batch.store import OutputRow
-from claude_batch.strategy.cost import Usage, run_cost
+from claude_batch.strategy.cost import run_cost
 from claude_batch.strategy.health import HealthLevel, assess_health
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.partition import PartitionSummary
 from claude_batch.strategy.report import Lever, RunReport
 from claude_batch.strategy.sharding import SAMPLE_SHARD
+from claude_batch.strategy.usage import Usage
 
 
 def _partition_folders(run: RunContext) -> list[ObjectStoragePath]:
@@ -44,7 +45,8 @@ def _succeeded_rows(folder: ObjectStoragePath, round_number: int, source: str) -
             model=data.get("model") or "",
             source=source,
             round=round_number,
-            **OutputRow.token_counts(data.get("usage")),
+            # Partition wrote the ``Usage`` fields; older files may lack the 1 h part (0).
+            **OutputRow.token_counts(Usage.model_validate(data.get("usage") or {})),
         )
 
 
@@ -53,7 +55,7 @@ def _sample_usage(run: RunContext) -> Usage:
     for line in jsonl_lines(run.path("sample", "results").glob("part-*.jsonl")):
         result = json.loads(line)["result"]
         if result["type"] == "succeeded":
-            total = total + Usage.from_api(result["message"].get("usage") or {})
+            total = total + Usage.from_message(result["message"])
     return total
 
 

@@ -184,6 +184,8 @@ class Output(Base):
     output_tokens: Mapped[int]
     cache_creation_input_tokens: Mapped[int]
     cache_read_input_tokens: Mapped[int]
+    # Added by migration 0006: the 1 h part of the cache writes, priced apart from the 5 min ones.
+    cache_creation_1h_input_tokens: Mapped[int] = mapped_column(server_default="0")
     source: Mapped[str] = mapped_column(String(16))
     round: Mapped[int]
     created_at: Mapped[datetime]
@@ -231,6 +233,8 @@ class Rerun(Base):
     output_tokens: Mapped[int]
     cache_creation_input_tokens: Mapped[int]
     cache_read_input_tokens: Mapped[int]
+    # Added by migration 0006: the 1 h part of the cache writes, priced apart from the 5 min ones.
+    cache_creation_1h_input_tokens: Mapped[int] = mapped_column(server_default="0")
     cost_usd: Mapped[float]
     error: Mapped[str | None] = mapped_column(Text)
     output: Mapped[dict[str, Any] | None]

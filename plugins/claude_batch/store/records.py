@@ -8,11 +8,12 @@ ManifestRow and QuarantineRow have the fields of the strategy's ManifestEntry an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from claude_batch.strategy.usage import Usage
 
 AttemptKind = Literal["batch", "sync"]
 # intent → submitted → ended | failed | canceled
@@ -130,15 +131,17 @@ class OutputRow(_Record):
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
 
     @staticmethod
-    def token_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
-        """The token fields of a row from a Message's ``usage`` (missing or null counts are 0)."""
-        usage = usage or {}
-        return {name: usage.get(name) or 0 for name in _TOKEN_FIELDS}
+    def token_counts(usage: Usage) -> dict[str, int]:
+        """The token columns of a row: the ``Usage`` fields, one column each."""
+        return usage.model_dump()
 
-
-_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    @property
+    def usage(self) -> Usage:
+        """The row's tokens as the one usage model (for pricing)."""
+        return Usage(**{name: getattr(self, name) for name in Usage.model_fields})
 
 
 class OutputRecord(OutputRow):
@@ -207,6 +210,7 @@ class RerunRecord(_Record):
     output_tokens: int
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
+    cache_creation_1h_input_tokens: int = 0
     cost_usd: float
     error: str | None
     output: dict[str, Any] | None

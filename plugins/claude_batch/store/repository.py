@@ -64,6 +64,7 @@ from claude_batch.store.records import (
     SampleValidationRecord,
     ShardRecord,
 )
+from claude_batch.strategy.usage import Usage
 
 T = TypeVar("T")
 
@@ -105,6 +106,7 @@ _OUTPUT_UPDATED = (
     "output_tokens",
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
+    "cache_creation_1h_input_tokens",
     "updated_at",
 )
 _QUARANTINE_UPDATED = ("custom_id", "business_key", "quarantine_class", "reason", "attempts", "updated_at")
@@ -741,6 +743,7 @@ class Store:
             output_tokens=0,
             cache_creation_input_tokens=0,
             cache_read_input_tokens=0,
+            cache_creation_1h_input_tokens=0,
             cost_usd=0.0,
             created_at=_utcnow(),
         )
@@ -801,7 +804,7 @@ class Store:
                 current.updated_at = now
             for entry in released:
                 session.delete(entry)
-            self._end_rerun(rerun, "published", row.model_dump(), cost_usd, None)
+            self._end_rerun(rerun, "published", row.usage, cost_usd, None)
             rerun.output = row.output
             session.flush()
             return RerunRecord.model_validate(rerun)
@@ -811,7 +814,7 @@ class Store:
         rerun_id: int,
         status: str,
         error: str,
-        usage: Mapping[str, int] | None = None,
+        usage: Usage | None = None,
         cost_usd: float = 0.0,
     ) -> RerunRecord:
         """Close a re-run that published nothing (``invalid_output`` or ``failed``), with what it cost."""
@@ -819,24 +822,17 @@ class Store:
             raise ValueError(f"a re-run fails as invalid_output or failed, not {status!r}")
         with self._writing() as session:
             rerun = self._open_rerun(session, rerun_id)
-            self._end_rerun(rerun, status, usage or {}, cost_usd, error)
+            self._end_rerun(rerun, status, usage or Usage(), cost_usd, error)
             session.flush()
             return RerunRecord.model_validate(rerun)
 
     @staticmethod
-    def _end_rerun(
-        rerun: Rerun, status: str, usage: Mapping[str, Any], cost_usd: float, error: str | None
-    ) -> None:
+    def _end_rerun(rerun: Rerun, status: str, usage: Usage, cost_usd: float, error: str | None) -> None:
         rerun.status = status
         rerun.error = error
         rerun.cost_usd = cost_usd
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-        ):
-            setattr(rerun, name, int(usage.get(name) or 0))
+        for name, value in usage.model_dump().items():
+            setattr(rerun, name, value)
         rerun.ended_at = _utcnow()
 
     def undo_rerun(self, rerun_id: int, undone_by: str) -> RerunRecord:

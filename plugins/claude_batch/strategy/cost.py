@@ -9,13 +9,14 @@ reads 0.1x. The API reports ``input_tokens`` without the cached tokens, so the f
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from claude_batch.strategy.usage import Usage
 
 PRICES_FILE = Path(__file__).with_name("prices.yaml")
 _PER_TOKEN = 1 / 1_000_000
@@ -23,43 +24,6 @@ _PER_TOKEN = 1 / 1_000_000
 
 class UnknownModelPriceError(LookupError):
     """No price row matches the model; the spec's ``prices`` can add one."""
-
-
-class Usage(BaseModel):
-    """Tokens of one or many requests; ``+`` sums them.
-
-    :param cache_creation_1h_input_tokens: the part of ``cache_creation_input_tokens`` written with
-        the 1 h TTL (billed at 2x instead of 1.25x).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    cache_creation_input_tokens: int = Field(default=0, ge=0)
-    cache_read_input_tokens: int = Field(default=0, ge=0)
-    cache_creation_1h_input_tokens: int = Field(default=0, ge=0)
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            **{name: getattr(self, name) + getattr(other, name) for name in Usage.model_fields},
-        )
-
-    @classmethod
-    def from_api(cls, usage: Mapping[str, Any]) -> Usage:
-        """From a Message's ``usage`` object (missing or null counts are 0)."""
-        breakdown = usage.get("cache_creation") or {}
-        return cls(
-            input_tokens=usage.get("input_tokens") or 0,
-            output_tokens=usage.get("output_tokens") or 0,
-            cache_creation_input_tokens=usage.get("cache_creation_input_tokens") or 0,
-            cache_read_input_tokens=usage.get("cache_read_input_tokens") or 0,
-            cache_creation_1h_input_tokens=breakdown.get("ephemeral_1h_input_tokens") or 0,
-        )
-
-    @classmethod
-    def total(cls, usages: Iterable[Usage]) -> Usage:
-        return sum(usages, cls())
 
 
 class ModelPrice(BaseModel):

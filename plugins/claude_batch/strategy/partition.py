@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict
 
 from claude_batch.strategy._json import json_line
 from claude_batch.strategy._scratch import scratch_db
-from claude_batch.strategy.cost import Usage
 from claude_batch.strategy.failures import (
     API_ERROR,
     RESULT_TOO_LARGE,
@@ -36,6 +35,7 @@ from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.paths import OutputDir, ReadablePath
 from claude_batch.strategy.storable import storable, unstorable_in
+from claude_batch.strategy.usage import Usage
 
 MAX_RESULT_LINE_BYTES = 32_000_000
 """The longest result line read. An answer is at most ``max_tokens`` (128,000 output tokens, some
@@ -44,7 +44,6 @@ asked for; it is skipped unread, its custom_id taken from its first bytes (the A
 _LEADING_CUSTOM_ID = re.compile(rb'^\s*\{\s*"custom_id"\s*:\s*"([a-zA-Z0-9_-]{1,64})"')
 
 FAILURE_CLASSES = tuple(c for c in ResultClass if c is not ResultClass.SUCCEEDED)
-_USAGE_FIELDS = tuple(Usage.model_fields)
 
 
 class FailureRecord(BaseModel):
@@ -146,17 +145,6 @@ class _ExpectedIds:
         self._db.close()
 
 
-def _usage_counts(usage: dict[str, Any]) -> tuple[int, ...]:
-    breakdown = usage.get("cache_creation") or {}
-    return (
-        usage.get("input_tokens") or 0,
-        usage.get("output_tokens") or 0,
-        usage.get("cache_creation_input_tokens") or 0,
-        usage.get("cache_read_input_tokens") or 0,
-        breakdown.get("ephemeral_1h_input_tokens") or 0,
-    )
-
-
 def _failure(
     custom_id: str | None,
     business_key: str | None,
@@ -194,7 +182,7 @@ def partition_results(
     files = {c: out_dir / f"{c.value}.jsonl" for c in ResultClass}
     counts: Counter[ResultClass] = Counter()
     errored_by_kind: Counter[str] = Counter()
-    usage_totals = [0] * len(_USAGE_FIELDS)
+    usage_total = Usage()
     lines = 0
     with ExitStack() as stack:
         index = stack.enter_context(closing(_ExpectedIds(expected)))
@@ -221,7 +209,7 @@ def partition_results(
             if kind is not None:
                 errored_by_kind[kind] += 1
             if usage is not None:
-                usage_totals = [total + n for total, n in zip(usage_totals, usage, strict=True)]
+                usage_total = usage_total + usage
             writers[result_class].write(output_line)
         for custom_id, business_key in index.unseen():
             counts[ResultClass.MISSING] += 1
@@ -233,7 +221,7 @@ def partition_results(
         result_lines=lines,
         counts={c: counts[c] for c in ResultClass},
         errored_by_kind=dict(errored_by_kind),
-        usage=Usage(**dict(zip(_USAGE_FIELDS, usage_totals, strict=True))),
+        usage=usage_total,
         files={c: str(path) for c, path in files.items()},
     )
 
@@ -259,8 +247,8 @@ def _oversized(line: Line, index: _ExpectedIds) -> tuple[ResultClass, bytes, str
 
 def _classify(
     number: int, line: bytes | str, index: _ExpectedIds, output_model: type[BaseModel]
-) -> tuple[ResultClass, bytes, str | None, tuple[int, ...] | None]:
-    """(class, partition line, error kind, usage counts) of one result line."""
+) -> tuple[ResultClass, bytes, str | None, Usage | None]:
+    """(class, partition line, error kind, billed usage) of one result line."""
     try:
         data = json.loads(line)
     except ValueError as error:
@@ -282,7 +270,7 @@ def _classify(
     result_type = result.get("type")
     if result_type == "succeeded":
         message = result.get("message") or {}
-        usage = _usage_counts(message.get("usage") or {})
+        usage = Usage.from_message(message)
         stop_reason = message.get("stop_reason")
         parsed = parse_output(message_text(message), output_model)
         output = None if parsed.value is None else parsed.value.model_dump(mode="json")
@@ -306,7 +294,7 @@ def _classify(
             "custom_id": custom_id,
             "business_key": business_key,
             "output": output,
-            "usage": dict(zip(_USAGE_FIELDS, usage, strict=True)),
+            "usage": usage.model_dump(),
             "model": message.get("model"),
         }
         return ResultClass.SUCCEEDED, json_line(succeeded), None, usage

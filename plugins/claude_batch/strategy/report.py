@@ -11,8 +11,8 @@ from datetime import date
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
 
-from claude_batch.strategy.cost import Usage
 from claude_batch.strategy.health import HealthReport
+from claude_batch.strategy.usage import Usage
 
 
 class Lever(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from claude_batch.store import ManifestRow, OutputRow, QuarantineRow, RerunConflictError, RunRecord, Store
+from claude_batch.strategy.usage import Usage
 from tests.unit.store.conftest import LOGICAL_DATE
 
 
@@ -102,8 +103,31 @@ def test_a_failed_rerun_keeps_its_cost_and_error_and_publishes_nothing(store: St
     rerun_id = _intent(store, run, "A1")
 
     failed = store.fail_rerun(
-        rerun_id, "invalid_output", "not JSON", {"input_tokens": 800, "output_tokens": 5}, cost_usd=0.003
+        rerun_id, "invalid_output", "not JSON", Usage(input_tokens=800, output_tokens=5), cost_usd=0.003
     )
 
     assert (failed.status, failed.error, failed.input_tokens) == ("invalid_output", "not JSON", 800)
     assert store.get_output("loan_review", "A1", LOGICAL_DATE) is None
+
+
+def test_the_1h_cache_writes_are_kept_on_the_output_and_the_ledger_row(store: Store, run: RunRecord) -> None:
+    rerun_id = _intent(store, run, "A1")
+    usage = Usage(
+        input_tokens=900,
+        output_tokens=40,
+        cache_creation_input_tokens=500,
+        cache_creation_1h_input_tokens=300,
+    )
+    row = _output("A1", "low", "rerun").model_copy(update=OutputRow.token_counts(usage))
+
+    done = store.publish_rerun(rerun_id, row, cost_usd=0.01)
+
+    assert done.cache_creation_1h_input_tokens == 300
+    assert (
+        OutputRow.model_validate(
+            store.get_output("loan_review", "A1", LOGICAL_DATE).model_dump(
+                include=set(OutputRow.model_fields)
+            )
+        ).usage
+        == usage
+    )

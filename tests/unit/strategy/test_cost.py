@@ -9,12 +9,12 @@ from claude_batch.strategy.cost import (
     ModelPrice,
     SampleCostFacts,
     UnknownModelPriceError,
-    Usage,
     cost_usd,
     default_price_table,
     estimate_run_cost,
     run_cost,
 )
+from claude_batch.strategy.usage import Usage
 
 MILLION = 1_000_000
 

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from claude_batch.strategy.cost import Usage
 from claude_batch.strategy.failures import RESULT_TOO_LARGE
 from claude_batch.strategy.lines import split_lines
 from claude_batch.strategy.manifest import ManifestEntry
@@ -19,6 +18,7 @@ from claude_batch.strategy.partition import (
     read_failures,
     sync_result_line,
 )
+from claude_batch.strategy.usage import Usage
 from claude_workloads.loan_disclosure_review import LoanReview
 from tests.unit.strategy.helpers import ended_line, errored_line, review_json, succeeded_line
 

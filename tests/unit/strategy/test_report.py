@@ -4,9 +4,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from claude_batch.strategy.cost import Usage
 from claude_batch.strategy.health import HealthLevel, HealthReport
 from claude_batch.strategy.report import Lever, RunReport
+from claude_batch.strategy.usage import Usage
 
 
 def _report(**changes: object) -> RunReport:
