@@ -22,6 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from claude_batch.strategy.batch_api import EARLY_404_GRACE_SECONDS
 from claude_batch.strategy.failures import CLIENT_TIMEOUT, CONNECTION, FailureCause, cause_of_api_error
+from claude_batch.strategy.layout import part_name, result_parts
 from claude_batch.strategy.lines import Line, jsonl_lines, read_lines, split_lines
 from claude_batch.strategy.partition import MAX_RESULT_LINE_BYTES, sync_result_line
 from claude_batch.strategy.spec import MAX_BATCH_BYTES
@@ -202,9 +203,9 @@ class ClaudeBatchHook(AnthropicHook):
         never pays twice for the requests already answered. Returns every part, oldest first.
         """
         results_dir.mkdir(parents=True, exist_ok=True)
-        parts = sorted(results_dir.glob("part-*.jsonl"), key=str)
+        parts = result_parts(results_dir)
         answered = _answered_ids(parts)
-        new_part = results_dir / f"part-{len(parts):03d}.jsonl"
+        new_part = results_dir / part_name(len(parts))
         sent = asyncio.run(self._run_messages(requests_file, new_part, answered, concurrency))
         if sent:
             parts.append(new_part)

@@ -190,7 +190,7 @@ def bulk_input_tokens(
 
 def _shards_foreseen(run: RunContext, spec: WorkloadSpec, to_send: int) -> int:
     """Shards the bulk will be cut into, from the sample's mean request size and the spec's targets."""
-    sizes = [len(line) for line in jsonl_lines([run.path("sample", "requests.jsonl")])]
+    sizes = [len(line) for line in jsonl_lines([run.layout.sample_requests])]
     mean_bytes = sum(sizes) / len(sizes) if sizes else 0
     by_count = math.ceil(to_send / spec.sharding.target_requests)
     by_bytes = math.ceil(to_send * mean_bytes / int(spec.sharding.target_bytes))

@@ -44,9 +44,7 @@ def fetch_results(store: Store, hook: ClaudeBatchHook, run: RunContext, submissi
     batch = hook.get_batch(submission["batch_id"])
     counts = batch.request_counts.model_dump()
     store.update_attempt(submission["batch_id"], "ended", counts, batch.ended_at)
-    destination = run.path(
-        "results", f"round-{submission['round']:02d}", f"shard-{submission['shard_index']:05d}.jsonl"
-    )
+    destination = run.layout.batch_results(submission["round"], submission["shard_index"])
     destination.parent.mkdir(parents=True, exist_ok=True)
     expected = sum(counts.values())
     if (
@@ -69,11 +67,7 @@ def fetch_results(store: Store, hook: ClaudeBatchHook, run: RunContext, submissi
 
 def expected_requests(run: RunContext, submission: dict) -> Iterator[ManifestEntry]:
     """The manifest entries the submission was sent with."""
-    if submission["round"] == 0:
-        manifest = run.path("shards", "manifest.jsonl")
-    else:
-        manifest = run.path("recovery", f"round-{submission['round']:02d}-manifest.jsonl")
-    return read_manifest(manifest, shard=submission["shard_index"])
+    return read_manifest(run.layout.manifest(submission["round"]), shard=submission["shard_index"])
 
 
 def partition_submission(
@@ -82,7 +76,7 @@ def partition_submission(
     """Download (once) and partition one submission's results into its round's partition folder."""
     spec = run.spec()
     files = fetch_results(store, hook, run, submission, log)
-    out_dir = partition_dir(run, submission["round"], submission["shard_index"])
+    out_dir = run.layout.partition_dir(submission["round"], submission["shard_index"])
     summary = partition_results(
         read_result_lines(files), expected_requests(run, submission), spec.output_model(), out_dir
     )
@@ -97,7 +91,7 @@ def partition_submission(
             "custom_ids: it was not created by this run. Cancel it if it is nobody's, delete the "
             "ledger row of this attempt, and clear the submit task."
         )
-    with (out_dir / "summary.json").open("w") as out:
+    with run.layout.partition_summary(submission["round"], submission["shard_index"]).open("w") as out:
         out.write(summary.model_dump_json())
     counts = {c.value: n for c, n in summary.counts.items() if n}
     log.info(
@@ -115,10 +109,6 @@ def partition_submission(
             f"{summary.expected} expected, classes {counts}"
         )
     return summary
-
-
-def partition_dir(run: RunContext, round_number: int, shard_index: int) -> ObjectStoragePath:
-    return run.path("partitions", f"round-{round_number:02d}", f"shard-{shard_index:05d}")
 
 
 class PartitionOperator(BaseOperator):

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.partition import partition_dir, partition_submission
+from claude_batch.operators.partition import partition_submission
 from claude_batch.operators.route import batch_unavailable
 from claude_batch.operators.run import RunContext, read_input
 from claude_batch.operators.shard import manifest_rows, read_quarantine_file
@@ -37,15 +37,15 @@ def round_request_files(
         return [
             (s.shard_index, ObjectStoragePath(s.uri)) for s in store.shards(run.store_run_id) if s.round == 0
         ]
-    stem = f"round-{round_number:02d}-shard-"
-    files = sorted(run.path("recovery").glob(f"{stem}*.jsonl"), key=str)
-    return [(int(f.stem.removeprefix(stem)), f) for f in files]
+    return run.layout.request_files(round_number)
 
 
 def round_failures(
     run: RunContext, shard_indexes: Sequence[int], round_number: int
 ) -> Iterator[FailureRecord]:
-    return chain.from_iterable(read_failures(partition_dir(run, round_number, i)) for i in shard_indexes)
+    return chain.from_iterable(
+        read_failures(run.layout.partition_dir(round_number, i)) for i in shard_indexes
+    )
 
 
 def split_sources(run: RunContext, store: Store, failures: Iterable[FailureRecord]) -> dict[str, SplitSource]:
@@ -145,7 +145,7 @@ class RecoverOperator(BaseOperator):
                 round_failures(run, shard_indexes, round_number),
                 [path for _, path in submitted],
                 round_number,
-                run.path("recovery"),
+                run.layout.recovery_dir,
                 split_sources(run, store, round_failures(run, shard_indexes, round_number)),
             )
             store.quarantine(run.store_run_id, read_quarantine_file(ObjectStoragePath(plan.quarantine_path)))

@@ -18,6 +18,7 @@ from airflow.sdk import ObjectStoragePath
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from claude_batch.placement import require_one_machine
+from claude_batch.strategy.layout import RunLayout
 from claude_batch.strategy.records import RecordRead, count_records, read_records
 from claude_batch.strategy.routing import Route
 from claude_batch.strategy.spec import InputFormat, WorkloadSpec, load_workload
@@ -54,12 +55,10 @@ class RunContext(BaseModel):
         """The workload spec the run was routed with, by name (XCom is user-writable: never a path)."""
         return load_workload(self.spec_source)
 
-    def path(self, *parts: str) -> ObjectStoragePath:
-        """A location inside the run's folder."""
-        location = ObjectStoragePath(self.run_dir)
-        for part in parts:
-            location = location / part
-        return location
+    @property
+    def layout(self) -> RunLayout[ObjectStoragePath]:
+        """The run folder's files and folders, by name (``strategy.layout``)."""
+        return RunLayout(ObjectStoragePath(self.run_dir))
 
 
 def data_root() -> str:

@@ -12,7 +12,6 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
 from claude_batch.operators.approval import ApprovalGate
-from claude_batch.operators.partition import partition_dir
 from claude_batch.operators.run import RunContext, file_digest, read_input
 from claude_batch.strategy.gates import RunMode, decision_deadline, sample_evidence
 from claude_batch.strategy.lines import jsonl_lines
@@ -70,9 +69,9 @@ def _keep_valid_answers(
     Written once per run date: a re-run (which may sample other records) keeps the first set, so the
     shards it cuts are the ones already submitted, and re-attach.
     """
-    out_dir = partition_dir(run, 0, SAMPLE_SHARD)
-    if (out_dir / "summary.json").exists():
-        with (out_dir / "summary.json").open("r") as stream:
+    summary_file = run.layout.partition_summary(0, SAMPLE_SHARD)
+    if summary_file.exists():
+        with summary_file.open("r") as stream:
             return PartitionSummary.model_validate_json(stream.read()).counts[ResultClass.SUCCEEDED]
     failed = {failure.custom_id for failure in gate.failures}
     kept = (
@@ -86,8 +85,9 @@ def _keep_valid_answers(
         for item in sample
         if item.custom_id not in failed
     )
+    out_dir = run.layout.partition_dir(0, SAMPLE_SHARD)
     summary = partition_results(jsonl_lines(parts), kept, spec.output_model(), out_dir)
-    with (out_dir / "summary.json").open("w") as out:
+    with summary_file.open("w") as out:
         out.write(summary.model_dump_json())
     return summary.counts[ResultClass.SUCCEEDED]
 
@@ -163,8 +163,8 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
             )
             return {"sample_size": 0, "pass_rate": None, "results": []}
         builder = request_builder(spec)
-        requests_file = run.path("sample", "requests.jsonl")
-        run.path("sample").mkdir(parents=True, exist_ok=True)
+        requests_file = run.layout.sample_requests
+        run.layout.sample_dir.mkdir(parents=True, exist_ok=True)
         with requests_file.open("wb") as out:
             for item in sample:
                 line = {"custom_id": item.custom_id, "params": builder.params(item.record)}
@@ -175,7 +175,7 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
         )
         hook = ClaudeBatchHook(conn_id=self.conn_id)
         parts = hook.run_messages(
-            requests_file, run.path("sample", "results"), concurrency=spec.routing.sync_concurrency
+            requests_file, run.layout.sample_results, concurrency=spec.routing.sync_concurrency
         )
         store.update_attempt_by_id(attempt.id, "ended")
 
@@ -196,7 +196,7 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
         answered = _keep_valid_answers(run, spec, sample, gate, parts) if keep else 0
         for line in gate.summary_lines():
             self.log.info("%s", line)
-        gate_file = run.path("sample", "gate.json")
+        gate_file = run.layout.sample_gate
         gate_file.write_text(gate.model_dump_json())
         lever = {
             "lever": "sample size",

@@ -90,7 +90,7 @@ class SampleReportOperator(BaseOperator, SkipMixin):
         )
         for line in report.lines():
             self.log.info("%s", line)
-        report_file = run.path("sample", "report.json")
+        report_file = run.layout.sample_report
         report_file.write_text(report.model_dump_json(indent=2))
         dag_run = context["dag_run"]
         AirflowApiHook().set_dag_run_note(dag_run.dag_id, dag_run.run_id, _note(report))

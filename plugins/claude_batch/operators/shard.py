@@ -10,11 +10,11 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.partition import partition_dir
 from claude_batch.operators.run import RunContext, read_input
 from claude_batch.store import ManifestRow, QuarantineRow, ShardRecord
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.manifest import read_manifest
+from claude_batch.strategy.partition import ResultClass
 from claude_batch.strategy.sharding import SAMPLE_SHARD, ShardPlan, write_shards
 from claude_batch.strategy.spec import WorkloadSpec
 
@@ -32,7 +32,7 @@ def manifest_rows(location: Any) -> Iterator[ManifestRow]:
 
 def sample_answers(run: RunContext) -> set[str]:
     """custom_ids the validation sample answered validly (published from the sample, sent in no shard)."""
-    answers = partition_dir(run, 0, SAMPLE_SHARD) / "succeeded.jsonl"
+    answers = run.layout.partition_file(0, SAMPLE_SHARD, ResultClass.SUCCEEDED.value)
     if not answers.exists():
         return set()
     return {json.loads(line)["custom_id"] for line in jsonl_lines([answers])}
@@ -76,7 +76,7 @@ class ShardOperator(BaseOperator):
         spec = run.spec()
         store = get_store()
         plan = write_shards(
-            spec, read_input(spec, run.input_uri), run.path("shards"), run.run_date, sample_answers(run)
+            spec, read_input(spec, run.input_uri), run.layout.shards_dir, run.run_date, sample_answers(run)
         )
         if plan.records_read != run.input_count:
             raise AirflowFailException(
@@ -98,8 +98,8 @@ class ShardOperator(BaseOperator):
                 for s in plan.shards
             ],
         )
-        store.add_manifest(run.store_run_id, manifest_rows(run.path("shards", "manifest.jsonl")))
-        store.quarantine(run.store_run_id, read_quarantine_file(run.path("shards", "quarantine.jsonl")))
+        store.add_manifest(run.store_run_id, manifest_rows(run.layout.manifest(0)))
+        store.quarantine(run.store_run_id, read_quarantine_file(run.layout.quarantine(0)))
 
         self.log.info(
             "Read %d records: %d answered by the sample, %d sent as chunks, %d requests in %d shard(s) of "

@@ -114,7 +114,7 @@ def submit_requests(
         "adopted": attempt.adopted,
     }
     if attempt.kind == "sync":
-        results_dir = requests_file.parent / f"{requests_file.stem}.results"
+        results_dir = run.layout.sync_results(round_number, shard_index)
         parts = hook.run_messages(requests_file, results_dir, concurrency=concurrency)
         store.update_attempt_by_id(attempt.id, "ended")
         log.info(

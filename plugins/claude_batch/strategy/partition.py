@@ -30,6 +30,7 @@ from claude_batch.strategy.failures import (
     UNRECOGNIZED_RESULT,
     ResultClass,
 )
+from claude_batch.strategy.layout import class_file_name
 from claude_batch.strategy.lines import Line, jsonl_lines, read_lines
 from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.outputs import message_text, parse_output
@@ -179,7 +180,7 @@ def partition_results(
     :param output_model: what a succeeded answer must validate against.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {c: out_dir / f"{c.value}.jsonl" for c in ResultClass}
+    files = {c: out_dir / class_file_name(c.value) for c in ResultClass}
     counts: Counter[ResultClass] = Counter()
     errored_by_kind: Counter[str] = Counter()
     usage_total = Usage()
@@ -345,7 +346,7 @@ def read_result_lines(paths: Iterable[ReadablePath]) -> Iterator[Line]:
 def read_failures(out_dir: OutputDir) -> Iterator[FailureRecord]:
     """Every failure line that ``partition_results`` wrote into ``out_dir`` (unknown lines included)."""
     for result_class in FAILURE_CLASSES:
-        yield from read_failure_file(out_dir / f"{result_class.value}.jsonl")
+        yield from read_failure_file(out_dir / class_file_name(result_class.value))
 
 
 def read_failure_file(path: ReadablePath) -> Iterator[FailureRecord]:

@@ -42,6 +42,7 @@ from claude_batch.strategy.failures import (
     ResultClass,
     cause_of_failure,
 )
+from claude_batch.strategy.layout import manifest_name, quarantine_name
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.partition import FailureRecord
 from claude_batch.strategy.paths import OutputDir, ReadablePath
@@ -302,9 +303,8 @@ def plan_recovery(
     """
     next_round = round_number + 1
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"round-{next_round:02d}"
-    manifest_path = out_dir / f"{stem}-manifest.jsonl"
-    quarantine_path = out_dir / f"{stem}-quarantine.jsonl"
+    manifest_path = out_dir / manifest_name(next_round)
+    quarantine_path = out_dir / quarantine_name(next_round)
     actions: Counter[RecoveryAction] = Counter()
     quarantined: Counter[QuarantineClass] = Counter()
     run_level: Counter[str] = Counter()
@@ -314,7 +314,7 @@ def plan_recovery(
     with ExitStack() as stack:
         pending = stack.enter_context(closing(_Pending()))
         shards = stack.enter_context(
-            ShardWriter(out_dir, f"{stem}-shard", spec.sharding.target_requests, spec.sharding.target_bytes)
+            ShardWriter(out_dir, next_round, spec.sharding.target_requests, spec.sharding.target_bytes)
         )
         manifest = stack.enter_context(manifest_path.open("wb"))
         quarantine = stack.enter_context(quarantine_path.open("wb"))

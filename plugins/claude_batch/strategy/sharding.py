@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from claude_batch.strategy._json import json_line
 from claude_batch.strategy.chunking import MIN_CHUNK_BYTES, chunk_custom_id, split_text
 from claude_batch.strategy.custom_ids import CustomIdRegistry, IdOutcome, KeyValue, custom_id_for, key_text
+from claude_batch.strategy.layout import manifest_name, quarantine_name, request_file_name
 from claude_batch.strategy.outputs import describe_validation_error
 from claude_batch.strategy.paths import OutputDir
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
@@ -52,9 +53,6 @@ trims or quarantines), so the estimate errs towards sending rather than towards 
 SAMPLE_SHARD = 1_000_000
 """The shard index of the validation sample's requests (in the ledger and the manifest); the input's
 shards (0, 1, 2, ...) never come near it (a shard holds up to 100,000 requests)."""
-
-MANIFEST_FILE = "manifest.jsonl"
-QUARANTINE_FILE = "quarantine.jsonl"
 
 
 class Shard(BaseModel):
@@ -346,12 +344,14 @@ class ShardWriter:
     Targets are capped at the API's limits, so no file ever holds more than 100,000 lines or more
     than ``MAX_BATCH_BYTES`` once wrapped in the create-batch body.
 
-    :param name: file name stem, e.g. ``shard`` for ``shard-00000.jsonl``.
+    :param round_number: the round the files are for, which names them (``layout.request_file_name``).
     """
 
-    def __init__(self, out_dir: OutputDir, name: str, target_requests: int, target_bytes: int) -> None:
+    def __init__(
+        self, out_dir: OutputDir, round_number: int, target_requests: int, target_bytes: int
+    ) -> None:
         self._out_dir = out_dir
-        self._name = name
+        self._round = round_number
         self._target_requests = min(target_requests, MAX_BATCH_REQUESTS)
         self._target_bytes = min(target_bytes, MAX_BATCH_BYTES - BATCH_BODY_OVERHEAD)
         self._file: IO[bytes] | None = None
@@ -374,7 +374,7 @@ class ShardWriter:
 
     def _cut(self) -> IO[bytes]:
         self._finish()
-        path = self._out_dir / f"{self._name}-{len(self.shards):05d}.jsonl"
+        path = self._out_dir / request_file_name(self._round, len(self.shards))
         self.shards.append(Shard(index=len(self.shards), path=str(path), request_count=0, byte_size=0))
         self._count = 0
         self._bytes = 0
@@ -413,8 +413,8 @@ def write_shards(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     builder = request_builder(spec)
-    manifest_path = out_dir / MANIFEST_FILE
-    quarantine_path = out_dir / QUARANTINE_FILE
+    manifest_path = out_dir / manifest_name(0)
+    quarantine_path = out_dir / quarantine_name(0)
     quarantined: Counter[QuarantineClass] = Counter()
     records_read = 0
     requests = 0
@@ -423,7 +423,7 @@ def write_shards(
 
     with (
         CustomIdRegistry() as registry,
-        ShardWriter(out_dir, "shard", spec.sharding.target_requests, spec.sharding.target_bytes) as shards,
+        ShardWriter(out_dir, 0, spec.sharding.target_requests, spec.sharding.target_bytes) as shards,
         manifest_path.open("wb") as manifest,
         quarantine_path.open("wb") as quarantine,
     ):

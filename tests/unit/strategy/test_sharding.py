@@ -219,7 +219,7 @@ def test_empty_input_gives_no_shards(loan_spec: WorkloadSpec, tmp_path: Path) ->
 def test_a_line_too_big_for_any_batch_is_refused(tmp_path: Path) -> None:
     with (
         mock.patch.object(sharding, "MAX_BATCH_BYTES", 100),
-        ShardWriter(tmp_path, "shard", 10, 50) as writer,
+        ShardWriter(tmp_path, 0, 10, 50) as writer,
         pytest.raises(ValueError, match="cannot fit in any batch"),
     ):
         writer.add(b"x" * (100 - BATCH_BODY_OVERHEAD + 1))
@@ -240,7 +240,7 @@ def test_shards_never_cross_a_limit_for_any_record_sizes(
     with (
         mock.patch.object(sharding, "MAX_BATCH_REQUESTS", 7),
         mock.patch.object(sharding, "MAX_BATCH_BYTES", 1000),
-        ShardWriter(out, "shard", target_requests, target_bytes) as writer,
+        ShardWriter(out, 0, target_requests, target_bytes) as writer,
     ):
         for line in lines:
             writer.add(line)
