@@ -36,7 +36,7 @@ from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.paths import OutputDir, ReadablePath
 from claude_batch.strategy.storable import storable, unstorable_in
-from claude_batch.strategy.usage import Usage
+from claude_batch.strategy.usage import Usage, UsageTally
 
 MAX_RESULT_LINE_BYTES = 32_000_000
 """The longest result line read. An answer is at most ``max_tokens`` (128,000 output tokens, some
@@ -183,7 +183,7 @@ def partition_results(
     files = {c: out_dir / class_file_name(c.value) for c in ResultClass}
     counts: Counter[ResultClass] = Counter()
     errored_by_kind: Counter[str] = Counter()
-    usage_total = Usage()
+    usage_total = UsageTally()
     lines = 0
     with ExitStack() as stack:
         index = stack.enter_context(closing(_ExpectedIds(expected)))
@@ -210,7 +210,7 @@ def partition_results(
             if kind is not None:
                 errored_by_kind[kind] += 1
             if usage is not None:
-                usage_total = usage_total + usage
+                usage_total.add(usage)
             writers[result_class].write(output_line)
         for custom_id, business_key in index.unseen():
             counts[ResultClass.MISSING] += 1
@@ -222,7 +222,7 @@ def partition_results(
         result_lines=lines,
         counts={c: counts[c] for c in ResultClass},
         errored_by_kind=dict(errored_by_kind),
-        usage=usage_total,
+        usage=usage_total.total(),
         files={c: str(path) for c, path in files.items()},
     )
 
