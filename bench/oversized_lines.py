@@ -84,7 +84,7 @@ def write_oversized(work: Path) -> tuple[Path, Path, Path]:
 
 def steps(source: Path, results: Path, manifest: Path, out_dir: Path) -> dict:
     """The tasks' steps over one input and one results file; returns what they counted."""
-    from claude_batch.operators.run import count_input, read_input
+    from claude_batch.stages.run import count_input, read_input
     from claude_batch.strategy.manifest import read_manifest
     from claude_batch.strategy.partition import partition_results, read_result_lines
     from claude_batch.strategy.sharding import valid_records, write_shards
@@ -112,7 +112,7 @@ def steps(source: Path, results: Path, manifest: Path, out_dir: Path) -> dict:
 
 
 def child(source: str, results: str, manifest: str, out_dir: str) -> None:
-    import claude_batch.operators.run  # noqa: F401  (the task process's imports, before the clock)
+    import claude_batch.stages.run  # noqa: F401  (the task process's imports, before the clock)
 
     started = time.perf_counter()
     figures = steps(Path(source), Path(results), Path(manifest), Path(out_dir))

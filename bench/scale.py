@@ -29,7 +29,7 @@ from typing import Any
 
 from _nightly import Measured, airflow_home, run_nightly, summary, write_inputs
 
-from claude_batch.operators.submit import max_requests_in_flight
+from claude_batch.stages.submit import max_requests_in_flight
 from claude_emulator.testing import running_emulator
 
 TIME_RATIO_TARGET = 11.0

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import logical_date_of
+from claude_batch.stages.run import logical_date_of
 from claude_batch.strategy.spec import run_date_of
 
 log = logging.getLogger(__name__)

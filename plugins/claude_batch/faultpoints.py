@@ -9,11 +9,11 @@ paid twice. Without the variable (every deployment), a crash point is one dictio
 Crash points, in pipeline order (``submit`` and ``partition`` ones are shared with recovery rounds;
 the first one reached fires):
 
-- ``submit.after_intent`` (operators/submit.py): the ledger holds the intent, no batch exists yet.
-- ``submit.after_create`` (operators/submit.py): the batch exists at the API, the ledger lacks its id.
+- ``submit.after_intent`` (stages/submit.py): the ledger holds the intent, no batch exists yet.
+- ``submit.after_create`` (stages/submit.py): the batch exists at the API, the ledger lacks its id.
 - ``wait.started`` (sensors/batch.py): the wait task polled the batch once and dies before it defers
   or returns.
-- ``partition.after_classify`` (operators/partition.py): results downloaded and classified into the
+- ``partition.after_classify`` (stages/partition.py): results downloaded and classified into the
   partition files, the shard's ``summary.json`` not written.
 - ``publish.after_first_upsert`` (operators/publish.py): the first partition's outputs are upserted,
   the others and the report are not.

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import read_input
 from claude_batch.redaction import mask_connection, redact
+from claude_batch.stages.run import read_input
 from claude_batch.store import OutputRow, RerunRecord, RunRecord, Store
 from claude_batch.strategy.cost import cost_usd
 from claude_batch.strategy.outputs import message_text, parse_output

@@ -9,8 +9,8 @@ from pathlib import Path
 import anthropic
 from airflow.sdk import ObjectStoragePath
 
-from claude_batch.operators.run import RunContext, file_digest, run_dir_for
 from claude_batch.operators.submit import SubmitOperator
+from claude_batch.stages.run import RunContext, file_digest, run_dir_for
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.routing import Route
 from claude_batch.strategy.spec import load_workload

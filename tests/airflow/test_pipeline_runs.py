@@ -199,7 +199,7 @@ def test_a_crash_between_create_and_ledger_write_adopts_the_orphan_batch(pipelin
     from airflow.sdk import ObjectStoragePath
 
     from claude_batch.hooks.claude import ClaudeBatchHook
-    from claude_batch.operators.run import file_digest, run_dir_for
+    from claude_batch.stages.run import file_digest, run_dir_for
     from claude_batch.strategy.records import read_jsonl
     from claude_batch.strategy.sampling import sample_size, select_sample
     from claude_batch.strategy.sharding import valid_records, write_shards

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from claude_batch.hooks.store import store_url
-from claude_batch.operators.run import DATA_URI_VARIABLE, data_root
 from claude_batch.placement import HostLocalDefaultError
+from claude_batch.stages.run import DATA_URI_VARIABLE, data_root
 
 STORE_CONNECTION = "AIRFLOW_CONN_CLAUDE_BATCH_STORE"
 

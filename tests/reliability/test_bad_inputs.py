@@ -18,7 +18,7 @@ import pytest
 import yaml
 from airflow.sdk import ObjectStoragePath
 
-from claude_batch.operators.run import InputUnreadableError, count_input
+from claude_batch.stages.run import InputUnreadableError, count_input
 from claude_batch.strategy.custom_ids import CUSTOM_ID
 from claude_batch.strategy.manifest import read_manifest
 from claude_batch.strategy.quarantine import QuarantineEntry

@@ -14,9 +14,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.airflow_api import AirflowApiHook, note_headline, note_text
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.chunks import publish_chunked_records
-from claude_batch.operators.cost_guard import estimate_lever
-from claude_batch.operators.run import RunContext
+from claude_batch.stages.chunks import publish_chunked_records
+from claude_batch.stages.cost_guard import estimate_lever
+from claude_batch.stages.run import RunContext
 from claude_batch.store import Accounting, ManifestRow, OutputRow, Store
 from claude_batch.strategy.cost import run_cost
 from claude_batch.strategy.health import HealthLevel, HealthReport, assess_health

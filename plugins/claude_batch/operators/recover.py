@@ -15,13 +15,13 @@ from pydantic import BaseModel
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.partition import partition_submission
-from claude_batch.operators.route import batch_unavailable
-from claude_batch.operators.run import RunContext, read_input
-from claude_batch.operators.shard import manifest_rows, read_quarantine_file
-from claude_batch.operators.submit import max_requests_in_flight, queue_is_full, submit_requests
-from claude_batch.sensors.batch import CANCEL_GRACE_SECONDS
+from claude_batch.stages.partition import partition_submission
+from claude_batch.stages.route import batch_unavailable
+from claude_batch.stages.run import RunContext, read_input
+from claude_batch.stages.shard import manifest_rows, read_quarantine_file
+from claude_batch.stages.submit import max_requests_in_flight, queue_is_full, submit_requests
 from claude_batch.store import ShardRecord, Store
+from claude_batch.strategy.batch_api import CANCEL_GRACE_SECONDS
 from claude_batch.strategy.partition import FailureRecord, read_failures
 from claude_batch.strategy.recovery import RecoveryPlan, SplitSource, is_too_long, plan_recovery
 from claude_batch.strategy.routing import Route, decide_route, step_facts

@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from airflow.providers.anthropic.hooks.anthropic import FIRST_PARTY_PLATFORMS
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.run import (
+from claude_batch.stages.route import batch_unavailable
+from claude_batch.stages.run import (
     InputUnreadableError,
     RunContext,
     count_input,
@@ -23,23 +22,6 @@ from claude_batch.operators.run import (
 from claude_batch.strategy.routing import decide_route, step_facts
 from claude_batch.strategy.spec import WorkloadSpec, load_workload
 from claude_batch.triggers.input import InputLandedTrigger
-
-
-def batch_unavailable(conn_id: str, spec: WorkloadSpec) -> str | None:
-    """Why this connection and model cannot use Message Batches, or None when they can.
-
-    Message Batches are a first-party API: the provider's Bedrock, Vertex AI and Foundry platforms
-    do not serve them, so such a connection goes synchronous instead of failing at batch create.
-    """
-    platform = ClaudeBatchHook(conn_id=conn_id).platform
-    if platform not in FIRST_PARTY_PLATFORMS:
-        return (
-            f"connection {conn_id} is a {platform} connection and Message Batches are served only by "
-            "the first-party API (Bedrock, Vertex AI and Foundry do not serve them)"
-        )
-    if not spec.capabilities().batch:
-        return f"{spec.model} is not served by Message Batches"
-    return None
 
 
 class RouteOperator(BaseOperator):

@@ -11,8 +11,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.approval import ApprovalGate
-from claude_batch.operators.run import RunContext, file_digest, read_input
+from claude_batch.stages.approval import ApprovalGate
+from claude_batch.stages.run import RunContext, file_digest, read_input
 from claude_batch.strategy.gates import RunMode, decision_deadline, sample_evidence
 from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.manifest import ManifestEntry

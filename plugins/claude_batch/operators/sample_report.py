@@ -11,8 +11,8 @@ from airflow.sdk.bases.skipmixin import SkipMixin
 
 from claude_batch.hooks.airflow_api import AirflowApiHook, fit_note
 from claude_batch.hooks.store import get_store
-from claude_batch.operators.cost_guard import CostEstimate
-from claude_batch.operators.run import RunContext, aware
+from claude_batch.stages.cost_guard import CostEstimate
+from claude_batch.stages.run import RunContext, aware
 from claude_batch.store.records import SampleValidationRecord
 from claude_batch.strategy.gates import PromptTry, RunMode, SampleReport
 from claude_batch.strategy.sampling import GateResult

@@ -14,10 +14,8 @@ from anthropic.types.messages import MessageBatch
 from claude_batch.faultpoints import crash_point
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
+from claude_batch.strategy.batch_api import CANCEL_GRACE_SECONDS
 from claude_batch.triggers.batch import BatchEndedTrigger
-
-# After the deadline the batch is canceled; the API then needs a little while to reach `ended`.
-CANCEL_GRACE_SECONDS = 15 * 60
 
 
 def _epoch(deadline: str | float | datetime) -> float:

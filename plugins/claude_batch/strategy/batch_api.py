@@ -7,6 +7,10 @@ from __future__ import annotations
 # that delay, not a missing batch; past it, the batch is believed missing.
 EARLY_404_GRACE_SECONDS = 60.0
 
+# After a deadline the batch is canceled; the API then needs a little while to reach `ended`
+# (the wait sensor and recovery's wait both allow this long).
+CANCEL_GRACE_SECONDS = 15 * 60
+
 
 def batch_request_total(request_counts: object) -> int:
     """All requests of a batch, whatever their state, from its ``request_counts``."""

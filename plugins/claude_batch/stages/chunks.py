@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from claude_batch.operators.run import RunContext
+from claude_batch.stages.run import RunContext
 from claude_batch.store import ManifestRow, OutputRow, QuarantineRow, Store
 from claude_batch.strategy.chunking import chunked_records, covering_answers, merge_answers
 from claude_batch.strategy.quarantine import QuarantineClass
