@@ -7,7 +7,8 @@ that fails in any task, even before route opened its run, must still be there wi
 from __future__ import annotations
 
 import logging
-from typing import Any
+
+from airflow.sdk import Context
 
 from claude_batch.hooks.store import get_store
 from claude_batch.stages.run import logical_date_of
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 ERROR_MAX_CHARS = 2000
 
 
-def mark_run_failed(context: Any) -> None:
+def mark_run_failed(context: Context) -> None:
     """A task's ``on_failure_callback`` (after its last try): fail the date's run in the store."""
     dag_run, ti = context["dag_run"], context["ti"]
     error = context.get("exception")

@@ -11,7 +11,7 @@ from typing import Any
 
 import anthropic
 from airflow.providers.anthropic.hooks.anthropic import FIRST_PARTY_PLATFORMS
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
@@ -195,7 +195,7 @@ class CostGuardOperator(ApprovalGate, BaseOperator):
 
         return count
 
-    def execute(self, context: Any) -> dict:
+    def execute(self, context: Context) -> dict:
         run = RunContext.of(self.run)
         spec = run.spec()
         budget = BudgetSpec.model_validate(self.budget) if self.budget else None

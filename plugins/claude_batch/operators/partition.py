@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
@@ -34,7 +34,7 @@ class PartitionOperator(BaseOperator):
         self.submission = submission
         self.conn_id = conn_id
 
-    def execute(self, context: Any) -> dict:
+    def execute(self, context: Context) -> dict:
         run = RunContext.of(self.run)
         summary = partition_submission(
             get_store(), ClaudeBatchHook(conn_id=self.conn_id), run, self.submission, self.log

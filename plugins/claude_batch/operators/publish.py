@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.faultpoints import crash_point
@@ -248,7 +248,7 @@ class PublishOperator(BaseOperator):
         super().__init__(**kwargs)
         self.run = run
 
-    def execute(self, context: Any) -> dict:
+    def execute(self, context: Context) -> dict:
         run = RunContext.of(self.run)
         spec = run.spec()
         store = get_store()
@@ -265,7 +265,7 @@ class PublishOperator(BaseOperator):
         return {"report": str(run.layout.report), **{k: report_json[k] for k in RESULT_FIELDS}}
 
     def write_report(
-        self, context: Any, run: RunContext, store: Store, report: RunReport, status: str
+        self, context: Context, run: RunContext, store: Store, report: RunReport, status: str
     ) -> dict[str, Any]:
         """The report in the run folder, on the store's run row (with the run's status), in this log
         and in the DAG run's note; returns it as JSON."""

@@ -9,7 +9,7 @@ from itertools import chain
 from typing import Any
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from pydantic import BaseModel
 
@@ -115,10 +115,10 @@ class RecoverOperator(BaseOperator):
         self.max_requests_in_flight = max_requests_in_flight
         self.queue_poll_interval = queue_poll_interval
 
-    def execute(self, context: Any, event: Any = None) -> dict:
+    def execute(self, context: Context, event: Any = None) -> dict:
         return self._advance(context)
 
-    def resume(self, context: Any, event: dict | None = None) -> dict:
+    def resume(self, context: Context, event: dict | None = None) -> dict:
         if not event or event.get("status") == "error":
             raise AirflowException(f"Waiting for a recovery batch failed: {event!r}")
         if event["status"] == "deadline":
@@ -129,7 +129,7 @@ class RecoverOperator(BaseOperator):
             get_store().update_attempt(event["batch_id"], "canceled")
         return self._advance(context)
 
-    def _advance(self, context: Any) -> dict:
+    def _advance(self, context: Context) -> dict:
         run = RunContext.of(self.run)
         spec = run.spec()
         store = get_store()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.store import get_store
@@ -56,7 +56,7 @@ class RouteOperator(BaseOperator):
         self.deadline = deadline
         self.input_poll_interval = input_poll_interval
 
-    def execute(self, context: Any) -> dict:
+    def execute(self, context: Context) -> dict:
         spec = load_workload(self.workload)
         logical_date = logical_date_of(context)
         run_date = spec.run_date(logical_date)
@@ -134,7 +134,7 @@ class RouteOperator(BaseOperator):
             method_name="execute_when_landed",
         )
 
-    def execute_when_landed(self, context: Any, event: dict[str, Any]) -> dict:
+    def execute_when_landed(self, context: Context, event: dict[str, Any]) -> dict:
         """Back from the triggerer: route the night whose input landed, or fail naming the file and date."""
         if event["status"] != "landed":
             spec = load_workload(self.workload)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from claude_batch.hooks.claude import ClaudeBatchHook
@@ -126,7 +126,7 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
         self.conn_id = conn_id
         self.mode = mode
 
-    def execute(self, context: Any) -> dict:
+    def execute(self, context: Context) -> dict:
         run = RunContext.of(self.run)
         if run.input_count == 0:
             # An empty night: nothing to sample, estimate or shard (those are skipped with this), and

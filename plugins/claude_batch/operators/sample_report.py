@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.bases.skipmixin import SkipMixin
 
 from claude_batch.hooks.airflow_api import AirflowApiHook, fit_note
@@ -61,7 +61,7 @@ class SampleReportOperator(BaseOperator, SkipMixin):
         self.estimate = estimate
         self.mode = mode
 
-    def execute(self, context: Any) -> dict | None:
+    def execute(self, context: Context) -> dict | None:
         if RunMode(self.mode) is RunMode.FULL:
             self.log.info("Mode full: the night goes on (mode sample_only would stop here with a report)")
             return None
@@ -96,7 +96,7 @@ class SampleReportOperator(BaseOperator, SkipMixin):
         AirflowApiHook().set_dag_run_note(dag_run.dag_id, dag_run.run_id, _note(report))
         return self._end_here(context, {**report.summary(), "report": str(report_file)})
 
-    def _end_here(self, context: Any, summary: dict) -> dict:
+    def _end_here(self, context: Context, summary: dict) -> dict:
         """Push the summary and skip every later task: nothing is sharded or sent in batch."""
         # Skipping ends this task at once, before a return value would be pushed.
         context["ti"].xcom_push(key="return_value", value=summary)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from claude_batch.hooks.store import get_store
@@ -49,7 +49,7 @@ class ShardOperator(BaseOperator):
         super().__init__(**kwargs)
         self.run = run
 
-    def execute(self, context: Any) -> list[dict]:
+    def execute(self, context: Context) -> list[dict]:
         run = RunContext.of(self.run)
         spec = run.spec()
         store = get_store()

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 
 from claude_batch.hooks.claude import ClaudeBatchHook
 from claude_batch.hooks.store import get_store
@@ -54,7 +54,7 @@ class SubmitOperator(BaseOperator):
         self.max_requests_in_flight = max_requests_in_flight
         self.queue_poll_interval = queue_poll_interval
 
-    def execute(self, context: Any, event: dict | None = None) -> dict:
+    def execute(self, context: Context, event: dict | None = None) -> dict:
         run = RunContext.of(self.run)
         spec = run.spec()
         store = get_store()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator
+from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException
 from anthropic.types.messages import MessageBatch
 
@@ -67,7 +67,7 @@ class BatchWaitSensor(BaseSensorOperator):
         self.max_poll_interval = max_poll_interval
         self.deferrable = deferrable
 
-    def execute(self, context: Any) -> dict:
+    def execute(self, context: Context) -> dict:
         if self.submission.get("kind") != "batch":
             shard = self.submission.get("shard_index")
             self.log.info("Shard %s ran synchronously; nothing to wait for", shard)
@@ -105,7 +105,7 @@ class BatchWaitSensor(BaseSensorOperator):
             kwargs={"after_cancel": after_cancel},
         )
 
-    def poke(self, context: Any) -> bool:
+    def poke(self, context: Context) -> bool:
         batch_id = self.submission["batch_id"]
         batch = ClaudeBatchHook(conn_id=self.conn_id).get_batch(batch_id)
         if batch.processing_status == "ended":
@@ -123,7 +123,7 @@ class BatchWaitSensor(BaseSensorOperator):
         return batch
 
     def execute_complete(
-        self, context: Any, event: dict[str, Any] | None = None, after_cancel: bool = False
+        self, context: Context, event: dict[str, Any] | None = None, after_cancel: bool = False
     ) -> dict:
         if not event or event.get("status") not in {"ended", "deadline", "error"}:
             raise AirflowException(f"Unexpected event from the batch trigger: {event!r}")

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from airflow.providers.standard.exceptions import HITLRejectException, HITLTimeoutError
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, TaskAwaitingInput
 from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
@@ -33,7 +34,7 @@ class ApprovalGate:
 
     def wait_for_approval(
         self,
-        context: Any,
+        context: Context,
         *,
         subject: str,
         body: str,
@@ -73,7 +74,7 @@ class ApprovalGate:
 
     def resume_after_approval(
         self,
-        context: Any,
+        context: Context,
         subject: str,
         decide_by: str,
         outcome: dict[str, Any],

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from airflow.sdk import ObjectStoragePath
+from airflow.sdk import Context, ObjectStoragePath
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from claude_batch.placement import require_one_machine
@@ -101,7 +101,7 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def logical_date_of(context: Any) -> datetime:
+def logical_date_of(context: Context) -> datetime:
     """The run's logical date; a manual run in Airflow 3 may have none, then its run_after counts."""
     dag_run = context["dag_run"]
     return dag_run.logical_date or dag_run.run_after
