@@ -6,11 +6,19 @@ touches ``.demo/`` or another engineer's run. Memory is watched per process of t
 every ~0.2 s the sampler reads each live process's resident memory and its high-water mark
 (``VmHWM`` in /proc, which catches a peak between two samples), so the figure for a process is
 the largest it ever held, and the figure for the tree is the largest sum seen at one instant.
+
+CPU seconds (user + system) of the tree are the kernel's accounting of the measured command and of
+every descendant it waited for (``wait4``): on a machine other jobs
+load, wall time also counts waits for a core, CPU time does not. The 1-minute load average is
+sampled with the memory, so each figure says how loaded the machine was while it was taken.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -49,6 +57,7 @@ class TreeSampler:
     names: dict[int, str] = field(default_factory=dict)
     tree_peak_mb: float = 0.0
     cpu_seconds: dict[int, float] = field(default_factory=dict)
+    loads: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._done = threading.Event()
@@ -56,6 +65,7 @@ class TreeSampler:
         self._thread.start()
 
     def _sample(self) -> None:
+        self.loads.append(os.getloadavg()[0])
         try:
             root = psutil.Process(self.root)
             processes = [root, *root.children(recursive=True)]
@@ -90,6 +100,10 @@ class TreeSampler:
         """The largest single process of the tree."""
         return max(self.peaks.values(), default=0.0)
 
+    def load(self) -> float:
+        """The median 1-minute load average while the tree ran."""
+        return statistics.median(self.loads) if self.loads else os.getloadavg()[0]
+
     def largest(self) -> str:
         if not self.peaks:
             return ""
@@ -105,6 +119,8 @@ class Measured:
     tree_peak_mb: float
     largest: str
     output: str
+    cpu_seconds: float = 0.0
+    load: float = 0.0
 
 
 def run_measured(command: list[str], env: dict[str, str] | None, log_path: Path, timeout: float) -> Measured:
@@ -114,23 +130,48 @@ def run_measured(command: list[str], env: dict[str, str] | None, log_path: Path,
         process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         sampler = TreeSampler(process.pid)
         try:
-            returncode = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for child in psutil.Process(process.pid).children(recursive=True):
-                child.kill()
-            process.kill()
-            returncode = process.wait()
+            status, usage = _wait_with_usage(process, started + timeout)
         finally:
             seconds = time.perf_counter() - started
             sampler.stop()
     return Measured(
         seconds=seconds,
-        returncode=returncode,
+        returncode=os.waitstatus_to_exitcode(status),
         peak_mb=sampler.peak_mb,
         tree_peak_mb=sampler.tree_peak_mb,
         largest=sampler.largest(),
         output=log_path.read_text(errors="replace"),
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        load=sampler.load(),
     )
+
+
+def _wait_with_usage(process: subprocess.Popen, deadline: float) -> tuple[int, resource.struct_rusage]:
+    """Reap ``process`` (its tree killed at ``deadline``, on ``perf_counter``'s clock): its wait status
+    and the kernel's CPU accounting of it and of every descendant it reaped (``wait4``: exact for
+    this child even when another measured tree runs at the same time)."""
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.kill()
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            break
+        time.sleep(0.2)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    return status, usage
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process and of the children it waited for (0 when gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def write_inputs(work: Path, records: int) -> Path:
