@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import anthropic
 import httpx2
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from claude_batch.faultpoints import crash_point
-from claude_batch.hooks.claude import ClaudeBatchHook, ResultsIncompleteError
+from claude_batch.hooks.claude import ClaudeBatchHook, ResultsIncompleteError, failure_cause
 from claude_batch.stages.run import RunContext
 from claude_batch.store import Store
 from claude_batch.strategy.manifest import ManifestEntry, read_manifest
@@ -24,14 +23,14 @@ from claude_batch.strategy.partition import (
     read_result_lines,
 )
 
-# A results stream cut off mid-way surfaces as the HTTP client's transport error, not the SDK's.
-RESULT_DOWNLOAD_ERRORS = (
-    ResultsIncompleteError,
-    httpx2.TransportError,
-    anthropic.APIConnectionError,
-    anthropic.InternalServerError,
-    anthropic.RateLimitError,
-)
+
+def _download_may_be_retried(error: BaseException) -> bool:
+    """A results download cut off mid-way (it surfaces as the HTTP client's transport error, not the
+    SDK's), or failed for a transient cause."""
+    if isinstance(error, (ResultsIncompleteError, httpx2.TransportError)):
+        return True
+    cause = failure_cause(error)
+    return cause is not None and cause.transient
 
 
 def fetch_results(store: Store, hook: ClaudeBatchHook, run: RunContext, submission: dict, log: Any) -> list:
@@ -54,7 +53,7 @@ def fetch_results(store: Store, hook: ClaudeBatchHook, run: RunContext, submissi
         log.info("Results of batch %s already downloaded (%d lines)", batch.id, expected)
         return [destination]
     for try_ in Retrying(
-        retry=retry_if_exception_type(RESULT_DOWNLOAD_ERRORS),
+        retry=retry_if_exception(_download_may_be_retried),
         stop=stop_after_attempt(5),
         wait=wait_exponential(multiplier=1, max=30),
         reraise=True,
