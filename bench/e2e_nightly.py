@@ -26,13 +26,17 @@ medians at ``--fixed-records`` (300): ``fixed_seconds`` is ours minus bare there
 
 Figures: wall time, the peak resident memory of the largest process of each tree (sampled with
 psutil every 0.2 s and the kernel's high-water mark ``VmHWM``), the largest sum over a tree, and the
-growth of the Airflow metadata DB (``airflow.db``) over the run.
+growth of the Airflow metadata DB (``airflow.db``) over the run. CPU seconds (user + system) of
+each tree and of its emulator are measured too (``wait4`` and psutil) with the load average while
+it ran: on a shared machine loaded past its cores, wall time also counts waits for a core, so then
+the median CPU ratio (``cpu_ratio``) is the one held against the target.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -50,6 +54,7 @@ from _nightly import (
     db_size_mb,
     logical_date,
     metadata_db,
+    process_cpu_seconds,
     run_measured,
     run_nightly,
     summary,
@@ -152,8 +157,9 @@ with DAG(dag_id={dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1), catc
 '''
 
 
-def with_emulator(run: Any) -> tuple[Any, float]:
-    """``run(emulator)`` against a fresh emulator (processing time 0); its result and the emulator's peak."""
+def with_emulator(run: Any) -> tuple[Any, float, float]:
+    """``run(emulator)`` against a fresh emulator (processing time 0); its result, the emulator's peak
+    and its CPU seconds."""
     from claude_emulator.testing import running_emulator
 
     with running_emulator(processing_seconds=0) as emulator:
@@ -162,7 +168,8 @@ def with_emulator(run: Any) -> tuple[Any, float]:
             result = run(emulator)
         finally:
             sampler.stop()
-    return result, sampler.peak_mb
+            cpu = process_cpu_seconds(emulator.pid)
+    return result, sampler.peak_mb, cpu
 
 
 def run_bare(work: Path, input_path: Path, records: int, timeout: float) -> Measured:
@@ -173,9 +180,10 @@ def run_bare(work: Path, input_path: Path, records: int, timeout: float) -> Meas
         out.unlink(missing_ok=True)
         return measured
 
-    measured, _ = with_emulator(go)
+    measured, _, emulator_cpu = with_emulator(go)
     if measured.returncode != 0:
         raise RuntimeError(f"the bare script failed:\n{measured.output[-3000:]}")
+    measured.cpu_seconds += emulator_cpu
     print(
         f"  bare script, {records:,} records: {describe(measured)}; {measured.output.strip().splitlines()[-1]}"
     )
@@ -191,8 +199,9 @@ def run_ours(work: Path, input_path: Path, records: int, timeout: float) -> dict
         store = db_size_mb(Path(env["AIRFLOW_HOME"]) / "claude_batch_store.db")
         return {"measured": measured, "report": report, "growth": after - before, "store": store}
 
-    result, emulator_peak = with_emulator(go)
+    result, emulator_peak, emulator_cpu = with_emulator(go)
     measured = result["measured"]
+    measured.cpu_seconds += emulator_cpu
     print(
         f"  ours (airflow dags test {WORKLOAD}), {records:,} records: {describe(measured)}; "
         f"metadata DB +{result['growth']:.2f} MB; {json.dumps(summary(result['report']))}"
@@ -217,8 +226,9 @@ def run_provider(work: Path, input_path: Path, records: int, timeout: float) -> 
         after = db_size_mb(metadata_db(env))
         return {"measured": measured, "growth": after - before, "stats": emulator.stats()}
 
-    result, _ = with_emulator(go)
+    result, _, emulator_cpu = with_emulator(go)
     measured = result["measured"]
+    measured.cpu_seconds += emulator_cpu
     stats = result["stats"]
     print(
         f"  provider (AnthropicBatchOperator), {records:,} records: {describe(measured)}; metadata DB "
@@ -247,7 +257,8 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def describe(measured: Measured) -> str:
     return (
-        f"{measured.seconds:.1f} s, largest process {measured.peak_mb:.0f} MB (tree {measured.tree_peak_mb:.0f} MB), "
+        f"{measured.seconds:.1f} s, CPU {measured.cpu_seconds:.1f} s (with the emulator's), load "
+        f"{measured.load:.1f} on {os.cpu_count()} cores, largest process {measured.peak_mb:.0f} MB (tree {measured.tree_peak_mb:.0f} MB), "
         f"exit {measured.returncode}"
     )
 
@@ -309,6 +320,19 @@ def main() -> int:
         r.seconds for r in fixed_bare
     )
     per_record_ratio = (measured.seconds - fixed) / bare_run.seconds
+    cpu_ratio = statistics.median(r["measured"].cpu_seconds for r in ours_runs) / statistics.median(
+        r.cpu_seconds for r in bare_runs
+    )
+    fixed_cpu = statistics.median(r["measured"].cpu_seconds for r in fixed_ours) - statistics.median(
+        r.cpu_seconds for r in fixed_bare
+    )
+    per_record_cpu_ratio = (
+        statistics.median(r["measured"].cpu_seconds for r in ours_runs) - fixed_cpu
+    ) / statistics.median(r.cpu_seconds for r in bare_runs)
+    loads = [r["measured"].load for r in ours_runs] + [r.load for r in bare_runs]
+    # Over the core count, wall time counts waits for a core: the CPU ratio is compared instead.
+    loaded = max(loads) > (os.cpu_count() or 1)
+    compared_ratio = cpu_ratio if loaded else ratio
     figures: dict[str, Any] = {
         "benchmark": "e2e_nightly",
         "records": args.records,
@@ -317,7 +341,17 @@ def main() -> int:
         "ratios_each_run": [
             round(o["measured"].seconds / b.seconds, 3) for o, b in zip(ours_runs, bare_runs, strict=True)
         ],
+        "cpu_ratio": round(cpu_ratio, 3),
+        "cpu_ratios_each_run": [
+            round(o["measured"].cpu_seconds / b.cpu_seconds, 3)
+            for o, b in zip(ours_runs, bare_runs, strict=True)
+        ],
+        "loads_each_run": [round(load, 1) for load in loads],
+        "cores": os.cpu_count(),
+        "loaded": loaded,
         "fixed_seconds": round(fixed, 1),
+        "fixed_cpu_seconds": round(fixed_cpu, 1),
+        "per_record_cpu_ratio": round(per_record_cpu_ratio, 3),
         "fixed_records": args.fixed_records,
         "per_record_ratio": round(per_record_ratio, 3),
         "seconds": round(measured.seconds, 1),
@@ -333,7 +367,7 @@ def main() -> int:
         "dag_test_exit_code": measured.returncode,
     }
     meets = (
-        ratio <= RATIO_TARGET
+        compared_ratio <= RATIO_TARGET
         and measured.peak_mb <= PEAK_TARGET_MB
         and ours["growth"] <= DB_GROWTH_TARGET_MB
         and counts["accounted"]
@@ -362,8 +396,9 @@ def main() -> int:
         }
     )
     print(
-        f"  median ratio {ratio:.2f} over {args.runs} interleaved runs (target <= {RATIO_TARGET}); Airflow's fixed "
-        f"cost {fixed:.1f} s, per-record ratio {per_record_ratio:.2f}; largest process {measured.peak_mb:.0f} MB "
+        f"  median ratio {ratio:.2f}, CPU {cpu_ratio:.2f} over {args.runs} interleaved runs (target <= {RATIO_TARGET}, "
+        f"on {'CPU: the machine was loaded' if loaded else 'wall time'}); Airflow's fixed cost {fixed:.1f} s "
+        f"(CPU {fixed_cpu:.1f} s), per-record ratio {per_record_ratio:.2f} (CPU {per_record_cpu_ratio:.2f}); largest process {measured.peak_mb:.0f} MB "
         f"(target <= {PEAK_TARGET_MB}); metadata DB +{ours['growth']:.2f} MB (target <= {DB_GROWTH_TARGET_MB})"
     )
     print(json.dumps(figures))

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from claude_batch.strategy._json import json_line
+from claude_batch.strategy._json import JSON_ENCODER, json_line
 from claude_batch.strategy._scratch import scratch_db
 from claude_batch.strategy.failures import (
     API_ERROR,
@@ -274,31 +274,32 @@ def _classify(
         usage = Usage.from_message(message)
         stop_reason = message.get("stop_reason")
         parsed = parse_output(message_text(message), output_model)
-        output = None if parsed.value is None else parsed.value.model_dump(mode="json")
         problem = parsed.problem or ""
-        if output is not None and (held := unstorable_in(output)):
-            output, problem = None, f"the answer holds {held}, which the output store cannot hold"
-        if output is None:
-            if stop_reason == "max_tokens":
-                problem = f"the answer was cut off at max_tokens; {problem}"
-            elif stop_reason == "refusal":
-                problem = f"the model refused; {problem}"
-            return (
-                ResultClass.INVALID_OUTPUT,
-                _failure(
-                    custom_id, business_key, ResultClass.INVALID_OUTPUT, problem, stop_reason=stop_reason
-                ),
-                None,
-                usage,
-            )
-        succeeded = {
-            "custom_id": custom_id,
-            "business_key": business_key,
-            "output": output,
-            "usage": usage.model_dump(),
-            "model": message.get("model"),
-        }
-        return ResultClass.SUCCEEDED, json_line(succeeded), None, usage
+        if parsed.value is not None:
+            output = parsed.value.model_dump(mode="json")
+            succeeded = {
+                "custom_id": custom_id,
+                "business_key": business_key,
+                "output": output,
+                "usage": usage.model_dump(),
+                "model": message.get("model"),
+            }
+            # The line's own JSON text is searched for what no store holds: one encode serves both.
+            text = JSON_ENCODER.encode(succeeded)
+            held = unstorable_in(output, encoded=text)
+            if held is None:
+                return ResultClass.SUCCEEDED, (text + "\n").encode(), None, usage
+            problem = f"the answer holds {held}, which the output store cannot hold"
+        if stop_reason == "max_tokens":
+            problem = f"the answer was cut off at max_tokens; {problem}"
+        elif stop_reason == "refusal":
+            problem = f"the model refused; {problem}"
+        return (
+            ResultClass.INVALID_OUTPUT,
+            _failure(custom_id, business_key, ResultClass.INVALID_OUTPUT, problem, stop_reason=stop_reason),
+            None,
+            usage,
+        )
     if result_type == "errored":
         error = (result.get("error") or {}).get("error") or {}
         kind = str(error.get("type") or UNRECOGNIZED_ERROR.name)

@@ -35,13 +35,17 @@ def storable(text: str) -> str:
     return _UNSTORABLE.sub(lambda found: ascii(found.group())[1:-1], text)
 
 
-def unstorable_in(value: Any) -> str | None:
-    """``unstorable`` over every string (keys too) of a JSON-like value."""
+def unstorable_in(value: Any, encoded: str | None = None) -> str | None:
+    """``unstorable`` over every string (keys too) of a JSON-like value.
+
+    :param encoded: the value's JSON text, not ASCII-escaped (or that of a value holding it), when
+        the caller has it already: it is searched instead of encoding the value again.
+    """
     # One C-level encode and search instead of a Python walk of every string: partition checks
     # every answer, and the walk was a fifth of its time. A match (or a value JSON cannot encode)
     # is looked at string by string, which also says what was found.
     try:
-        if _UNSTORABLE_ENCODED.search(_ENCODER.encode(value)) is None:
+        if _UNSTORABLE_ENCODED.search(_ENCODER.encode(value) if encoded is None else encoded) is None:
             return None
     except (TypeError, ValueError):
         pass
