@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, date, datetime, time, timedelta
@@ -34,6 +35,12 @@ def airflow_environment(home: Path, emulator_url: str) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # Parsing the DAG file imports Airflow's SDK and the anthropic SDK, each some seconds of CPU;
+        # on a machine busy with other work that stretched past the default 30 s (seen here under a
+        # load of 12). A parse cut off mid-import leaves a half-imported module behind, and every
+        # later import fails with a misleading AttributeError instead of a timeout.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
         "AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps(
             {"conn_type": "anthropic", "password": DEMO_API_KEY, "host": emulator_url}
         ),
@@ -75,8 +82,14 @@ def main() -> int:
     parser.add_argument("--date", type=date.fromisoformat, default=date(2026, 6, 7), help="run date")
     args = parser.parse_args()
 
+    # Each demo is a fresh night. Kept from an earlier demo, the store would hold that night's ledger
+    # (with another --records the run stops rightly: "the input changed since") and its old report
+    # would be the one printed; the emulator would hold batches no ledger knows. `make airflow`'s
+    # inputs, also under .demo/, are left alone.
     home = DEMO_DIR / "airflow_home"
-    home.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(home, ignore_errors=True)
+    (DEMO_DIR / "emulator-state.db").unlink(missing_ok=True)
+    home.mkdir(parents=True)
     input_path = DEMO_DIR / "inputs" / WORKLOAD / f"{args.date.isoformat()}.jsonl"
     write_loan_files(input_path, args.records)
     print(f"demo: {args.records} synthetic loan files in {input_path}", flush=True)

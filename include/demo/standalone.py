@@ -36,7 +36,9 @@ from claude_emulator.testing import EmulatorHandle
 
 HOME = REPO / ".airflow"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-READY_TIMEOUT_SECONDS = 180
+# The api-server answers after its imports: under a minute on an idle machine, but seen at over 3 min
+# on this 2-core machine under a load of 11. Waiting longer costs nothing when it is up sooner.
+READY_TIMEOUT_SECONDS = 600
 STOP_GRACE_SECONDS = 40
 
 
@@ -145,18 +147,22 @@ def main() -> int:
     parser.add_argument(
         "--records", type=int, default=300, help="records in each night's input (default 300)"
     )
+    parser.add_argument(
+        "--home", type=Path, default=HOME, help=f"the Airflow home, kept across starts (default {HOME})"
+    )
     args = parser.parse_args()
+    home = args.home.resolve()
     # Ctrl-C (even when started from a shell that ignores SIGINT) and SIGTERM both stop cleanly.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
 
-    HOME.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     inputs = list(write_demo_inputs(args.records, datetime.now(UTC)))
-    emulator = start_emulator(HOME)
+    emulator = start_emulator(home)
     url = f"http://localhost:{args.port}"
-    password = admin_password(HOME)
+    password = admin_password(home)
     env = {
-        **airflow_environment(HOME, emulator.base_url),
+        **airflow_environment(home, emulator.base_url),
         # publish writes each run's summary as its DAG run note through the REST API, as this user.
         "AIRFLOW_CONN_AIRFLOW_API": json.dumps(
             {"conn_type": "http", "host": url, "login": ADMIN, "password": password}
@@ -164,7 +170,7 @@ def main() -> int:
         # standalone starts its components as `airflow ...` from PATH: this environment's.
         "PATH": f"{Path(AIRFLOW).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__API__PORT": str(args.port),
         "AIRFLOW__API__BASE_URL": url,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
@@ -181,7 +187,7 @@ def main() -> int:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        log_path = HOME / "standalone.log"
+        log_path = home / "standalone.log"
         with log_path.open("ab") as log:
             # Its own process group: Ctrl-C reaches this script only, which then stops the group.
             # From the repository: the bundled specs' relative input.uri is read from the worker's folder.

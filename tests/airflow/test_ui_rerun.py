@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, date, datetime
 
 import httpx
@@ -46,11 +47,12 @@ def test_50_concurrent_reruns_leave_the_api_server_answering_and_stay_bounded(
     )
     headers = _bearer("busy-analyst")
 
-    async def load(base_url: str) -> tuple[list[int], list[float]]:
+    async def load(base_url: str) -> tuple[list[int], int]:
         version_probe = ResponsivenessProbe(f"{base_url}/api/v2/version")
         # Probed from a thread of its own, connected before the load: the clients' work is not counted.
         version_probe.start()
         async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as client:
+            loaded_from = time.monotonic()
             reruns = [
                 asyncio.create_task(
                     client.post(
@@ -61,13 +63,17 @@ def test_50_concurrent_reruns_leave_the_api_server_answering_and_stay_bounded(
                 for key in keys
             ]
             statuses = [(await task).status_code for task in reruns]
-            return statuses, await asyncio.to_thread(version_probe.stop)
+            loaded_until = time.monotonic()
+        await asyncio.to_thread(version_probe.stop)
+        return statuses, version_probe.answered_between(loaded_from, loaded_until)
 
     with serving(api_server_app()) as base_url:
-        statuses, version_seconds = asyncio.run(load(base_url))
+        statuses, answered_while_loaded = asyncio.run(load(base_url))
 
     assert statuses == [200] * 50
-    assert len(version_seconds) >= 5 and max(version_seconds) < 1.0, version_seconds
+    # The re-runs take seconds (50 answers 0.4 s late, 3 at a time); a server they hang answers none
+    # of the probe's GETs meanwhile. How fast it answers is not asserted here (a loaded CI machine).
+    assert answered_while_loaded >= 5, answered_while_loaded
     stats = slow.emulator.stats()
     assert stats["messages_created"] == 50
     assert stats["messages_max_in_flight"] == 3
