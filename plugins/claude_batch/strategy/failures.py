@@ -107,13 +107,6 @@ _UNDER_LOAD = (
 _ACCOUNT = "the account or credentials are refusing requests: check the connection and the organisation"
 
 
-def _run_level(why: str) -> str:
-    return (
-        f"run-level problem, not this record's: {why} ({{cause}}: {{message}}); "
-        "fix the connection or account, then clear the run"
-    )
-
-
 INVALID_REQUEST = FailureCause(
     "invalid_request_error",
     ResultClass.ERRORED,
@@ -126,40 +119,31 @@ INVALID_REQUEST = FailureCause(
     # tell it from a malformed one.
     too_long=re.compile(r"prompt is too long|context window", re.IGNORECASE),
 )
-AUTHENTICATION = FailureCause(
-    "authentication_error",
-    ResultClass.ERRORED,
-    statuses=(401,),
-    run_level=True,
-    quarantine=QuarantineClass.RUN_LEVEL,
-    quarantined=_run_level("the API key was refused"),
-    meaning=_ACCOUNT,
-)
-BILLING = FailureCause(
-    "billing_error",
-    ResultClass.ERRORED,
-    statuses=(402,),
-    run_level=True,
-    quarantine=QuarantineClass.RUN_LEVEL,
-    quarantined=_run_level("the organisation's billing refused the request"),
-    meaning=_ACCOUNT,
-)
-PERMISSION = FailureCause(
-    "permission_error",
-    ResultClass.ERRORED,
-    statuses=(403,),
-    run_level=True,
-    quarantine=QuarantineClass.RUN_LEVEL,
-    quarantined=_run_level("the API key may not use this model or feature"),
-    meaning=_ACCOUNT,
-)
-NOT_FOUND = FailureCause(
+
+
+def _run_level(name: str, status: int, why: str, meaning: str = _ACCOUNT) -> FailureCause:
+    """A cause of the account or connection, not the record: every request fails alike."""
+    return FailureCause(
+        name,
+        ResultClass.ERRORED,
+        statuses=(status,),
+        run_level=True,
+        quarantine=QuarantineClass.RUN_LEVEL,
+        quarantined=(
+            f"run-level problem, not this record's: {why} ({{cause}}: {{message}}); "
+            "fix the connection or account, then clear the run"
+        ),
+        meaning=meaning,
+    )
+
+
+AUTHENTICATION = _run_level("authentication_error", 401, "the API key was refused")
+BILLING = _run_level("billing_error", 402, "the organisation's billing refused the request")
+PERMISSION = _run_level("permission_error", 403, "the API key may not use this model or feature")
+NOT_FOUND = _run_level(
     "not_found_error",
-    ResultClass.ERRORED,
-    statuses=(404,),
-    run_level=True,
-    quarantine=QuarantineClass.RUN_LEVEL,
-    quarantined=_run_level("the model or endpoint was not found (check the spec's model)"),
+    404,
+    "the model or endpoint was not found (check the spec's model)",
     meaning="the model or endpoint is not found: check the spec's model",
 )
 REQUEST_TOO_LARGE = FailureCause(
@@ -172,51 +156,28 @@ REQUEST_TOO_LARGE = FailureCause(
     quarantined=_TOO_LONG,
     meaning=_CONTEXT,
 )
-RATE_LIMIT = FailureCause(
-    "rate_limit_error",
-    ResultClass.ERRORED,
-    statuses=(429,),
-    transient=True,
-    # Refused before anything was made: a create may be retried at once.
-    ambiguous_on_create=False,
-    action=RecoveryAction.RETRY,
-    resent=_RETRIED,
-    quarantined=_NOT_LISTED,
-    meaning=_UNDER_LOAD,
-)
-API_ERROR = FailureCause(
-    "api_error",
-    ResultClass.ERRORED,
-    statuses=(500,),
-    transient=True,
-    ambiguous_on_create=True,
-    action=RecoveryAction.RETRY,
-    resent=_RETRIED,
-    quarantined=_NOT_LISTED,
-    meaning=_UNDER_LOAD,
-)
-TIMEOUT = FailureCause(
-    "timeout_error",
-    ResultClass.ERRORED,
-    statuses=(504,),
-    transient=True,
-    ambiguous_on_create=True,
-    action=RecoveryAction.RETRY,
-    resent=_RETRIED,
-    quarantined=_NOT_LISTED,
-    meaning=_UNDER_LOAD,
-)
-OVERLOADED = FailureCause(
-    "overloaded_error",
-    ResultClass.ERRORED,
-    statuses=(529,),
-    transient=True,
-    ambiguous_on_create=True,
-    action=RecoveryAction.RETRY,
-    resent=_RETRIED,
-    quarantined=_NOT_LISTED,
-    meaning=_UNDER_LOAD,
-)
+
+
+def _under_load(name: str, status: int, *, ambiguous_on_create: bool = True) -> FailureCause:
+    """A cause of the API being busy or failing: the same request later can succeed, so it is retried."""
+    return FailureCause(
+        name,
+        ResultClass.ERRORED,
+        statuses=(status,),
+        transient=True,
+        ambiguous_on_create=ambiguous_on_create,
+        action=RecoveryAction.RETRY,
+        resent=_RETRIED,
+        quarantined=_NOT_LISTED,
+        meaning=_UNDER_LOAD,
+    )
+
+
+# Refused before anything was made: a create may be retried at once.
+RATE_LIMIT = _under_load("rate_limit_error", 429, ambiguous_on_create=False)
+API_ERROR = _under_load("api_error", 500)
+TIMEOUT = _under_load("timeout_error", 504)
+OVERLOADED = _under_load("overloaded_error", 529)
 CONNECTION = FailureCause(
     "connection_error",
     None,
@@ -251,30 +212,38 @@ INVALID_OUTPUT = FailureCause(
     meaning="answers no longer match the output schema: re-validate the prompt and model",
     health_threshold=(0.02, 0.10),
 )
-EXPIRED = FailureCause(
+
+
+def _never_processed(
+    name: str, result_class: ResultClass, meaning: str, health_threshold: tuple[float, float] | None = None
+) -> FailureCause:
+    """A request the API never answered (the batch expired, was canceled, or left it out): queued again."""
+    return FailureCause(
+        name,
+        result_class,
+        action=RecoveryAction.REQUEUE,
+        resent=_REQUEUED,
+        quarantined=_NOT_LISTED,
+        meaning=meaning,
+        health_threshold=health_threshold,
+    )
+
+
+EXPIRED = _never_processed(
     "expired",
     ResultClass.EXPIRED,
-    action=RecoveryAction.REQUEUE,
-    resent=_REQUEUED,
-    quarantined=_NOT_LISTED,
-    meaning="batches do not finish within 24 h: run earlier or cut smaller shards (sharding.target_*)",
+    "batches do not finish within 24 h: run earlier or cut smaller shards (sharding.target_*)",
     health_threshold=(0.01, 0.20),
 )
-CANCELED = FailureCause(
+CANCELED = _never_processed(
     "canceled",
     ResultClass.CANCELED,
-    action=RecoveryAction.REQUEUE,
-    resent=_REQUEUED,
-    quarantined=_NOT_LISTED,
-    meaning="batches were canceled before they ended: check who or what canceled them",
+    "batches were canceled before they ended: check who or what canceled them",
 )
-MISSING = FailureCause(
+MISSING = _never_processed(
     "missing",
     ResultClass.MISSING,
-    action=RecoveryAction.REQUEUE,
-    resent=_REQUEUED,
-    quarantined=_NOT_LISTED,
-    meaning="result files lack requests that were sent: check the batches' request counts",
+    "result files lack requests that were sent: check the batches' request counts",
 )
 UNKNOWN = FailureCause(
     "unknown",
