@@ -31,8 +31,10 @@ RUN_TIMEOUT = 900
 def user_environment() -> dict[str, str]:
     """This process's environment without what the test harness set for itself (tests/conftest.py
     points AIRFLOW_HOME at a scratch home and turns on Airflow's unit-test mode, which unpauses new
-    DAGs): a user's shell has none of it."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLAUDE_BATCH"))}
+    DAGs; `make system-test` makes a nested make print "Entering directory" lines): a user's shell
+    has none of it."""
+    harness = ("AIRFLOW", "CLAUDE_BATCH", "MAKE", "MFLAGS")
+    return {k: v for k, v in os.environ.items() if not k.startswith(harness)}
 
 
 def test_make_demo_runs_the_nightly_job_and_accounts_for_every_record() -> None:
