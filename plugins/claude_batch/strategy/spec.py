@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache
@@ -157,12 +158,16 @@ def allowed_schema_modules() -> tuple[str, ...]:
     return prefixes or WORKLOADS.schema_packages
 
 
-def _check_import_path(path: str) -> str:
+def _check_import_path(
+    path: str, load: Callable[[str], object] = import_model, shape: str = "package.module:ModelName"
+) -> str:
+    """A ``package.module:name`` from an allowed module that ``load`` (default: a pydantic model) can
+    import; anything else is refused with the form it should take."""
     if not _IMPORT_PATH.fullmatch(path):
-        raise ValueError(f"write it as 'package.module:ModelName', got {path!r}")
+        raise ValueError(f"write it as '{shape}', got {path!r}")
     _check_allowed_module(path)
     try:
-        import_model(path)
+        load(path)
     except (ImportError, AttributeError, TypeError) as error:
         raise ValueError(f"cannot use {path!r}: {error}") from error
     return path
@@ -449,14 +454,7 @@ class ChunkingSpec(BaseModel):
     @field_validator("merge")
     @classmethod
     def _merge_importable(cls, value: str) -> str:
-        if not _IMPORT_PATH.fullmatch(value):
-            raise ValueError(f"write it as 'package.module:function', got {value!r}")
-        _check_allowed_module(value)
-        try:
-            import_merge_rule(value)
-        except (ImportError, AttributeError, TypeError) as error:
-            raise ValueError(f"cannot use {value!r}: {error}") from error
-        return value
+        return _check_import_path(value, import_merge_rule, "package.module:function")
 
     @model_validator(mode="after")
     def _sizes_agree(self) -> ChunkingSpec:
