@@ -272,3 +272,86 @@ def test_the_history_charts_keep_their_axes_inside_the_chart_in_chromium(
         labels = page.evaluate("document.querySelectorAll('.chart .ytick text').length")
 
     assert labels > 0 and outside == []
+
+
+def test_a_rerun_of_an_oversized_record_sends_chunks_within_the_limit_and_publishes_them_merged(
+    airflow_db, pipeline_for, monkeypatch
+) -> None:
+    from anthropic.resources.messages import Messages
+
+    from claude_batch.operators.cost_guard import COUNT_TOKENS_PARAMS
+    from claude_batch.strategy.cost import cost_usd
+    from claude_batch.strategy.spec import load_workload
+    from claude_batch.strategy.usage import Usage
+    from claude_emulator.params import count_prompt_tokens
+    from claude_emulator.tokens import DEFAULT_CONTEXT_WINDOW
+    from claude_workloads.loan_disclosure_review import Disclosure
+    from tests.airflow.test_chunking import oversized_input
+
+    spec = load_workload(WORKLOAD)
+    # About 1.3 MB of text: over max_request_bytes (1 MB) and the 200,000-token window of the spec and of
+    # the emulator. Every disclosure but the finance charge stands in the middle of the file, so a single
+    # chunk's answer (or the whole file refused) cannot pass for the merged review.
+    present = {d: 0.5 for d in Disclosure if d is not Disclosure.FINANCE_CHARGE}
+    pipeline = pipeline_for()
+    loans = oversized_input(
+        pipeline.tmp_path / "inputs" / "oversized.jsonl", {"900130": (1_300_000, present)}
+    )
+    assert pipeline.run(WORKLOAD, loans, logical_date=NIGHT).state == "success"
+    store = pipeline.store()
+    run = store.run_of_date(WORKLOAD, RUN_DATE)
+    night = store.get_output(WORKLOAD, "900130", RUN_DATE)
+    assert night is not None and night.output["missing_disclosures"] == [Disclosure.FINANCE_CHARGE.value]
+    # A fresh emulator for the re-run: its usage is the re-run's alone.
+    fresh = pipeline_for(store_url=pipeline.store_url)
+    sent: list[dict] = []
+    answered: list = []
+    create = Messages.create
+
+    def recording(self, **params):
+        sent.append(params)
+        message = create(self, **params)
+        answered.append(message)
+        return message
+
+    monkeypatch.setattr(Messages, "create", recording)
+    with TestClient(api_server_app()) as client:
+        response = client.post(
+            f"/claude-batch/api/workloads/{WORKLOAD}/rerun",
+            json={"business_key": "900130", "run_date": "2026-06-07", "reason": "big file"},
+            headers=_bearer("chunk-analyst"),
+        )
+        stored = store.get_output(WORKLOAD, "900130", RUN_DATE)
+        [rerun] = store.reruns(run.id)
+        undone = client.post(
+            f"/claude-batch/api/workloads/{WORKLOAD}/runs/{run.id}/undo",
+            json={"rerun_id": rerun.id},
+            headers=_bearer("chunk-lead"),
+        )
+
+    assert response.status_code == 200, response.text
+    assert len(sent) >= 2
+    for params in sent:
+        counted = {k: v for k, v in params.items() if k in COUNT_TOKENS_PARAMS}
+        assert count_prompt_tokens(counted) + spec.max_tokens <= DEFAULT_CONTEXT_WINDOW
+        assert len(json.dumps(params).encode()) <= spec.max_request_bytes
+    # The chunks hold the whole file between them, once each (the spec's chunks do not overlap).
+    text = json.loads(loans.read_text().splitlines()[-1])["text"]
+    assert sum(len(params["messages"][0]["content"]) for params in sent) > len(text)
+    assert fresh.emulator.stats()["messages_created"] == len(sent)
+    # The merged review is published for the record, under its own custom_id.
+    assert stored.source == "rerun" and stored.custom_id == "loan-2026-06-07-900130"
+    assert stored.output["missing_disclosures"] == [Disclosure.FINANCE_CHARGE.value]
+    assert response.json()["output"] == stored.output
+    # The ledger row holds every chunk's tokens and cost.
+    billed = fresh.emulator.stats()["usage"]["standard"]
+    assert billed["input_tokens"] > 0
+    assert {name: getattr(rerun, name) for name in billed} == billed
+    usages = [Usage.from_message(message.model_dump(mode="json")) for message in answered]
+    chunk_costs = [cost_usd(u, spec.model, batch=False, prices=spec.price_table()) for u in usages]
+    assert rerun.cost_usd == pytest.approx(sum(chunk_costs)) and rerun.cost_usd > max(chunk_costs)
+    assert response.json()["input_tokens"] == billed["input_tokens"]
+    # Undo puts the output it replaced back.
+    assert undone.status_code == 200, undone.text
+    restored = store.get_output(WORKLOAD, "900130", RUN_DATE)
+    assert (restored.source, restored.output) == (night.source, night.output) and night.source != "rerun"

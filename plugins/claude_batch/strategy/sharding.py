@@ -498,10 +498,12 @@ def write_shards(
     )
 
 
-def _chunk_record(
-    spec: WorkloadSpec, builder: RequestBuilder, checked: ValidRecord, registry: CustomIdRegistry
+def record_chunks(
+    spec: WorkloadSpec, builder: RequestBuilder, checked: ValidRecord
 ) -> list[ChunkRequest] | QuarantineEntry:
-    """A record too large for one request as chunk requests, their ids claimed in the registry."""
+    """A record too large for one request as the chunk requests shard sends for it (the spec declares
+    ``chunking``), or why it cannot be split. Shard, the cost guard and a re-run all cut it here, so
+    they see the same chunks."""
     assert spec.chunking is not None and spec.chunking.field is not None
     length = len(getattr(checked.record, spec.chunking.field))
     try:
@@ -513,6 +515,16 @@ def _chunk_record(
         )
     if isinstance(chunks, str):
         return _problem(checked, QuarantineClass.CONTEXT_WINDOW, chunks)
+    return chunks
+
+
+def _chunk_record(
+    spec: WorkloadSpec, builder: RequestBuilder, checked: ValidRecord, registry: CustomIdRegistry
+) -> list[ChunkRequest] | QuarantineEntry:
+    """A record too large for one request as chunk requests, their ids claimed in the registry."""
+    chunks = record_chunks(spec, builder, checked)
+    if isinstance(chunks, QuarantineEntry):
+        return chunks
     for chunk in chunks:
         taken = registry.register(chunk.custom_id, checked.business_key, checked.position)
         if taken.outcome is not IdOutcome.NEW:

@@ -43,6 +43,7 @@ from claude_batch.hooks.store import get_store
 from claude_batch.redaction import redact
 from claude_batch.rerun import (
     InvalidAnswerError,
+    MergeError,
     RerunError,
     RerunRequest,
     RerunResult,
@@ -327,6 +328,9 @@ async def rerun(dag_id: str, body: RerunBody, user: GetUserDep) -> RerunResult:
         raise HTTPException(502, f"the model's answer is not a valid output: {redact(error)}") from error
     except UpstreamError as error:
         raise HTTPException(502, redact(error)) from error
+    except MergeError as error:
+        # The workload's merge rule failed on valid chunk answers: the server's code, not the record.
+        raise HTTPException(500, redact(error)) from error
 
 
 @app.post("/api/workloads/{dag_id}/runs/{run_id}/undo", dependencies=[CanTriggerRuns])
