@@ -15,8 +15,6 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from claude_batch.redaction import redact
-from claude_batch.rerun import RerunRequest, rerun_record
 from claude_batch.strategy.spec import bundled_workload_names
 
 log = logging.getLogger(__name__)
@@ -57,6 +55,11 @@ log = logging.getLogger(__name__)
 def rerun_record_dag():
     @task
     def rerun(params: dict | None = None) -> dict:
+        # Imported when the task runs: the re-run reaches the anthropic SDK, and the dag-processor
+        # parses this file every few seconds without needing it.
+        from claude_batch.redaction import redact
+        from claude_batch.rerun import RerunRequest, rerun_record
+
         request = RerunRequest.model_validate(
             {
                 "workload": params["workload"],

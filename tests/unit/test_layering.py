@@ -8,6 +8,8 @@ The modules are parsed, not imported: an import inside a function counts as much
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +125,31 @@ def test_stages_import_no_operator_sensor_or_trigger(graph) -> None:
 
 def test_the_emulator_imports_no_workload_content(graph) -> None:
     assert _arrows(graph, "claude_emulator", ("claude_workloads",)) == []
+
+
+def test_parsing_the_dag_files_imports_no_claude_sdk() -> None:
+    """The dag-processor parses the DAG files every few seconds, and each task run parses its file
+    again: the anthropic SDK (about as slow to import as Airflow's own) is imported only by a task
+    that calls the API. Imported here for real, in a fresh interpreter that refuses the SDK, so a
+    module-level import anywhere on the way fails this test with its import chain."""
+    probe = """
+import sys
+
+
+class RefuseTheSdk:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "anthropic":
+            raise ImportError(f"{name} imported while parsing the DAG files")
+
+
+sys.meta_path.insert(0, RefuseTheSdk())
+sys.path.insert(0, "dags")
+import claude_batch_workloads, rerun_record  # noqa: E401, F401
+
+loaded = sorted(name for name in sys.modules if name.startswith("claude_batch.hooks.claude"))
+assert not loaded, loaded
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]

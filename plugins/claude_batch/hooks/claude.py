@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from typing import IO, Any, Protocol
 
 import anthropic
-from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
+from airflow.providers.anthropic.hooks.anthropic import FIRST_PARTY_PLATFORMS, AnthropicHook
 from anthropic.types.messages import MessageBatch
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from claude_batch.hooks import ResultsIncompleteError
 from claude_batch.strategy.batch_api import EARLY_404_GRACE_SECONDS
 from claude_batch.strategy.failures import CLIENT_TIMEOUT, CONNECTION, FailureCause, cause_of_api_error
 from claude_batch.strategy.layout import part_name, result_parts
@@ -36,10 +37,6 @@ class PathLike(Protocol):
     """What the hook needs of a file location: pathlib.Path and ObjectStoragePath both fit."""
 
     def open(self, mode: str = ...) -> IO[Any]: ...
-
-
-class ResultsIncompleteError(RuntimeError):
-    """The results download ended before every request's line arrived."""
 
 
 def _batch_body(requests_file: PathLike) -> Iterator[bytes]:
@@ -119,6 +116,12 @@ class ClaudeBatchHook(AnthropicHook):
     """
 
     hook_name = "Claude batch"
+
+    @property
+    def first_party(self) -> bool:
+        """Whether the connection reaches the first-party API, which alone serves Message Batches and
+        count_tokens (the provider's Bedrock, Vertex AI and Foundry platforms do not)."""
+        return self.platform in FIRST_PARTY_PLATFORMS
 
     def create_batch_from_file(self, requests_file: PathLike) -> MessageBatch:
         """Create one batch whose requests are the JSONL lines of ``requests_file``, streamed.

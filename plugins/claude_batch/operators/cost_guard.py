@@ -9,12 +9,10 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import anthropic
-from airflow.providers.anthropic.hooks.anthropic import FIRST_PARTY_PLATFORMS
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks import claude_hook
 from claude_batch.stages.approval import ApprovalGate
 from claude_batch.stages.cost_guard import CostEstimate
 from claude_batch.stages.run import RunContext, read_input
@@ -180,9 +178,11 @@ class CostGuardOperator(ApprovalGate, BaseOperator):
 
     def _counter(self) -> Callable[[dict[str, Any]], int] | None:
         """count_tokens on this connection, or None where it is not served (Bedrock, Vertex, Foundry)."""
-        hook = ClaudeBatchHook(conn_id=self.conn_id)
-        if hook.platform not in FIRST_PARTY_PLATFORMS:
+        hook = claude_hook(self.conn_id)
+        if not hook.first_party:
             return None
+        import anthropic  # imported with the hook above
+
         client = hook.get_conn().with_options(max_retries=COUNT_RETRIES)
 
         def count(params: dict[str, Any]) -> int:

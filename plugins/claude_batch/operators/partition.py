@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks import claude_hook
 from claude_batch.hooks.store import get_store
 from claude_batch.stages.partition import partition_submission
 from claude_batch.stages.run import RunContext
@@ -36,9 +36,7 @@ class PartitionOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict:
         run = RunContext.of(self.run)
-        summary = partition_submission(
-            get_store(), ClaudeBatchHook(conn_id=self.conn_id), run, self.submission, self.log
-        )
+        summary = partition_submission(get_store(), claude_hook(self.conn_id), run, self.submission, self.log)
         return {
             "shard_index": self.submission["shard_index"],
             "round": self.submission["round"],

@@ -6,14 +6,14 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from pydantic import BaseModel
 
-from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks import claude_hook
 from claude_batch.hooks.store import get_store
 from claude_batch.stages.partition import partition_submission
 from claude_batch.stages.route import batch_unavailable
@@ -26,7 +26,9 @@ from claude_batch.strategy.partition import FailureRecord, read_failures
 from claude_batch.strategy.recovery import RecoveryPlan, SplitSource, is_too_long, plan_recovery
 from claude_batch.strategy.routing import Route, decide_route, step_facts
 from claude_batch.strategy.sharding import ValidRecord, check_record
-from claude_batch.triggers.batch import BatchEndedTrigger
+
+if TYPE_CHECKING:
+    from claude_batch.hooks.claude import ClaudeBatchHook
 
 
 def round_request_files(
@@ -125,7 +127,7 @@ class RecoverOperator(BaseOperator):
             self.log.warning(
                 "Deadline passed with recovery batch %s running; canceling it", event["batch_id"]
             )
-            ClaudeBatchHook(conn_id=self.conn_id).cancel_batch(event["batch_id"])
+            claude_hook(self.conn_id).cancel_batch(event["batch_id"])
             get_store().update_attempt(event["batch_id"], "canceled")
         return self._advance(context)
 
@@ -133,7 +135,7 @@ class RecoverOperator(BaseOperator):
         run = RunContext.of(self.run)
         spec = run.spec()
         store = get_store()
-        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        hook = claude_hook(self.conn_id)
         round_number = 0
         routes: list[dict] = []
         no_batch = batch_unavailable(self.conn_id, spec)
@@ -238,6 +240,8 @@ class RecoverOperator(BaseOperator):
 
     def _wait_for(self, hook: ClaudeBatchHook, run: RunContext, batch_id: str) -> None:
         """Return when the batch has ended; otherwise defer (the task resumes in ``resume``)."""
+        from claude_batch.triggers.batch import BatchEndedTrigger  # the SDK: imported when a task defers
+
         batch = hook.get_batch(batch_id)
         if batch.processing_status == "ended":
             return

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks import claude_hook
 from claude_batch.hooks.store import get_store
 from claude_batch.stages.approval import ApprovalGate
 from claude_batch.stages.run import RunContext, file_digest, read_input
@@ -173,7 +173,7 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
         attempt = store.record_intent(
             run.store_run_id, SAMPLE_SHARD, 0, "sync", len(sample), file_digest(requests_file)
         )
-        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        hook = claude_hook(self.conn_id)
         parts = hook.run_messages(
             requests_file, run.layout.sample_results, concurrency=spec.routing.sync_concurrency
         )

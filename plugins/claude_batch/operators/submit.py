@@ -9,7 +9,7 @@ from typing import Any
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 
-from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks import claude_hook
 from claude_batch.hooks.store import get_store
 from claude_batch.stages.run import RunContext
 from claude_batch.stages.submit import max_requests_in_flight, queue_is_full, submit_requests
@@ -60,7 +60,7 @@ class SubmitOperator(BaseOperator):
         store = get_store()
         shard = self.shard
         existing = store.attempt(run.store_run_id, shard["index"], shard["round"])
-        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        hook = claude_hook(self.conn_id)
         limit = max_requests_in_flight(self.max_requests_in_flight)
         if (
             run.route is Route.BATCH

@@ -5,17 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException
-from anthropic.types.messages import MessageBatch
 
 from claude_batch.faultpoints import crash_point
-from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks import claude_hook
 from claude_batch.hooks.store import get_store
 from claude_batch.strategy.batch_api import CANCEL_GRACE_SECONDS
-from claude_batch.triggers.batch import BatchEndedTrigger
+
+if TYPE_CHECKING:
+    from anthropic.types.messages import MessageBatch
 
 
 def _epoch(deadline: str | float | datetime) -> float:
@@ -74,7 +75,7 @@ class BatchWaitSensor(BaseSensorOperator):
             return self.submission
         if not self.deferrable:
             return super().execute(context) or self.submission
-        batch = ClaudeBatchHook(conn_id=self.conn_id).get_batch(self.submission["batch_id"])
+        batch = claude_hook(self.conn_id).get_batch(self.submission["batch_id"])
         crash_point("wait.started")
         if batch.processing_status == "ended":
             return self._ended(batch.request_counts.model_dump(), batch.ended_at)
@@ -87,6 +88,8 @@ class BatchWaitSensor(BaseSensorOperator):
         return self.submission
 
     def _defer(self, batch_id: str, deadline: float, created_at: float, after_cancel: bool = False) -> None:
+        from claude_batch.triggers.batch import BatchEndedTrigger  # the SDK: imported when a task defers
+
         self.log.info(
             "Deferring on batch %s until it ends or the deadline %s",
             batch_id,
@@ -107,7 +110,7 @@ class BatchWaitSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         batch_id = self.submission["batch_id"]
-        batch = ClaudeBatchHook(conn_id=self.conn_id).get_batch(batch_id)
+        batch = claude_hook(self.conn_id).get_batch(batch_id)
         if batch.processing_status == "ended":
             self._ended(batch.request_counts.model_dump(), batch.ended_at)
             return True
@@ -117,7 +120,7 @@ class BatchWaitSensor(BaseSensorOperator):
 
     def _cancel_at_deadline(self, batch_id: str) -> MessageBatch:
         self.log.warning("Deadline passed: canceling batch %s; recovery finishes it synchronously", batch_id)
-        batch = ClaudeBatchHook(conn_id=self.conn_id).cancel_batch(batch_id)
+        batch = claude_hook(self.conn_id).cancel_batch(batch_id)
         # Recorded at once: a wait that dies before the end must not leave the batch in the queue count.
         get_store().update_attempt(batch_id, "canceled")
         return batch

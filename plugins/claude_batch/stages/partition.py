@@ -4,7 +4,7 @@ work, shared by recovery rounds."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 from airflow.sdk import ObjectStoragePath
@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from claude_batch.faultpoints import crash_point
-from claude_batch.hooks.claude import ClaudeBatchHook, ResultsIncompleteError, failure_cause
+from claude_batch.hooks import ResultsIncompleteError, failure_cause
 from claude_batch.stages.run import RunContext
 from claude_batch.store import Store
 from claude_batch.strategy.manifest import ManifestEntry, read_manifest
@@ -22,6 +22,9 @@ from claude_batch.strategy.partition import (
     partition_results,
     read_result_lines,
 )
+
+if TYPE_CHECKING:
+    from claude_batch.hooks.claude import ClaudeBatchHook
 
 
 def _download_may_be_retried(error: BaseException) -> bool:

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
-from anthropic.types.messages import MessageBatch
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from claude_batch.faultpoints import crash_point
-from claude_batch.hooks.claude import ClaudeBatchHook, failure_cause
+from claude_batch.hooks import failure_cause
 from claude_batch.stages.run import RunContext, aware, file_digest
 from claude_batch.store import AttemptRecord, Store
 from claude_batch.strategy.batch_api import EARLY_404_GRACE_SECONDS, batch_request_total
 from claude_batch.strategy.routing import Route
+
+if TYPE_CHECKING:
+    from anthropic.types.messages import MessageBatch
+
+    from claude_batch.hooks.claude import ClaudeBatchHook
 
 # The lowest tier's processing queue (requests waiting in all of an organisation's batches); a higher
 # tier sets its own limit in this environment variable of the workers.
@@ -55,6 +58,8 @@ def queue_is_full(store: Store, hook: ClaudeBatchHook, request_count: int, limit
 
 
 def _record_ended_batches(store: Store, hook: ClaudeBatchHook, log: Any) -> None:
+    import anthropic  # imported with the hook
+
     client = hook.get_conn()
     for attempt in store.unfinished_batches():
         assert attempt.batch_id is not None

@@ -16,7 +16,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import anthropic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -102,6 +101,10 @@ def default_capability_table() -> CapabilityTable:
 
 @cache
 def _structured_output_schema(output_model: type[BaseModel]) -> str:
+    # Imported here: the SDK takes about as long to import as Airflow's own, and the DAG file (parsed
+    # every few seconds by the dag-processor) reaches this module without needing the SDK.
+    import anthropic
+
     try:
         schema = anthropic.transform_schema(output_model)
     except ValueError as error:
