@@ -45,11 +45,20 @@ def unstorable_in(value: Any, encoded: str | None = None) -> str | None:
     # every answer, and the walk was a fifth of its time. A match (or a value JSON cannot encode)
     # is looked at string by string, which also says what was found.
     try:
-        if _UNSTORABLE_ENCODED.search(_ENCODER.encode(value) if encoded is None else encoded) is None:
+        if not _may_hold_unstorable(_ENCODER.encode(value) if encoded is None else encoded):
             return None
     except (TypeError, ValueError):
         pass
     return _unstorable_walk(value)
+
+
+def _may_hold_unstorable(encoded: str) -> bool:
+    """Whether JSON text (not ASCII-escaped) may encode a NUL or a lone surrogate."""
+    # ASCII text holds no surrogate, so a substring test is all it needs: the regex's alternation
+    # took 10 us on a 650-byte succeeded line (a sixth of partition's time), isascii and ``in`` 0.3.
+    if encoded.isascii():
+        return "\\u0000" in encoded
+    return _UNSTORABLE_ENCODED.search(encoded) is not None
 
 
 def _unstorable_walk(value: Any) -> str | None:

@@ -68,6 +68,28 @@ class Usage(BaseModel):
         return tally.total()
 
 
+def usage_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
+    """``Usage.from_api(usage).model_dump()``: the counts of a Message's ``usage`` object as a dict.
+
+    Partition reads one per result line, and building the model was a tenth of its time: when every
+    count is a plain non-negative int (as the API sends them) the dict is the model's dump already;
+    anything else goes through the model, which coerces or refuses it as always.
+    """
+    usage = usage or {}
+    breakdown = usage.get("cache_creation") or {}
+    counts = {
+        "input_tokens": usage.get("input_tokens") or 0,
+        "output_tokens": usage.get("output_tokens") or 0,
+        "cache_creation_input_tokens": usage.get("cache_creation_input_tokens") or 0,
+        "cache_read_input_tokens": usage.get("cache_read_input_tokens") or 0,
+        "cache_creation_1h_input_tokens": breakdown.get("ephemeral_1h_input_tokens") or 0,
+    }
+    for count in counts.values():
+        if type(count) is not int or count < 0:
+            return Usage.from_api(usage).model_dump()
+    return counts
+
+
 class UsageTally:
     """A running sum of many usages (partition adds one per result line) that builds no model per
     addition: ``+`` validates a new ``Usage`` each time, several times the cost of adding ints."""
@@ -79,6 +101,12 @@ class UsageTally:
         counts = self._counts
         for name in counts:
             counts[name] += getattr(usage, name)
+
+    def add_counts(self, usage: Mapping[str, int]) -> None:
+        """Add the counts of ``usage_counts`` (every field of ``Usage``)."""
+        counts = self._counts
+        for name in counts:
+            counts[name] += usage[name]
 
     def total(self) -> Usage:
         return Usage(**self._counts)

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from claude_batch.store import OutputRow
 from claude_batch.strategy.cost import cost_usd
 from claude_batch.strategy.manifest import ManifestEntry
 from claude_batch.strategy.partition import ResultClass, partition_results
-from claude_batch.strategy.usage import Usage
+from claude_batch.strategy.usage import Usage, usage_counts
 from claude_workloads.loan_disclosure_review import LoanReview
 from tests.unit.strategy.helpers import review_json, succeeded_line
 
@@ -96,3 +97,35 @@ def test_an_output_row_holds_the_whole_usage() -> None:
     )
 
     assert row.usage == usage
+
+
+@pytest.mark.parametrize(
+    "api_usage",
+    [
+        API_USAGE,
+        None,
+        {},
+        {"input_tokens": None, "output_tokens": 7, "cache_creation": None},
+        {"input_tokens": "1200", "output_tokens": 60.0},
+        {"input_tokens": True},
+        {"input_tokens": 10**30, "cache_creation": {"ephemeral_1h_input_tokens": 5}},
+    ],
+)
+def test_usage_counts_are_the_models_dump_built_without_it_when_they_are_plain(
+    api_usage: dict | None,
+) -> None:
+    counts = usage_counts(api_usage)
+
+    assert counts == Usage.from_api(api_usage).model_dump()
+    assert list(counts) == list(Usage.model_fields)
+    assert all(type(count) is int for count in counts.values())
+
+
+@pytest.mark.parametrize(
+    "api_usage", [{"input_tokens": -1}, {"output_tokens": "many"}, {"input_tokens": 1.5}]
+)
+def test_usage_counts_refuse_what_the_model_refuses(api_usage: dict) -> None:
+    with pytest.raises(ValidationError):
+        Usage.from_api(api_usage)
+    with pytest.raises(ValidationError):
+        usage_counts(api_usage)
