@@ -23,14 +23,13 @@ from typing import Any
 import anthropic
 from pydantic import BaseModel, ConfigDict, Field
 
-from claude_batch.hooks.claude import ClaudeBatchHook
+from claude_batch.hooks.claude import ClaudeBatchHook, refused_as_too_long
 from claude_batch.hooks.store import get_store
 from claude_batch.redaction import mask_connection, redact
 from claude_batch.stages.run import read_input
 from claude_batch.store import OutputRow, RerunRecord, RunRecord, Store
 from claude_batch.strategy.chunking import merge_answers
 from claude_batch.strategy.cost import cost_usd
-from claude_batch.strategy.failures import REQUEST_TOO_LARGE, ResultClass, cause_of_failure
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.quarantine import QuarantineEntry
 from claude_batch.strategy.requests import request_builder
@@ -217,10 +216,7 @@ def rerun_calls(spec: WorkloadSpec, found: FoundRecord) -> list[RerunCall]:
 
 def _refusal_fix(error: anthropic.APIError, spec: WorkloadSpec, chunked: bool) -> str:
     """What to change when the API refused a re-run's call as too long for the model ('' otherwise)."""
-    body = error.body if isinstance(error.body, dict) else {}
-    detail = body.get("error") if isinstance(body.get("error"), dict) else {}
-    cause = cause_of_failure(ResultClass.ERRORED, detail.get("type"), str(detail.get("message") or error))
-    if getattr(error, "status_code", None) != 413 and cause is not REQUEST_TOO_LARGE:
+    if not refused_as_too_long(error):
         return ""
     if chunked:
         return f"; its chunks are still too long for the model: lower chunking.max_tokens in the spec of {spec.name}"

@@ -134,6 +134,35 @@ def test_count_tokens_only_for_records_outside_the_samples_sizes(pipeline_for) -
     assert pipeline.emulator.stats()["count_tokens_calls"] == len(outside)
     report = _run_of(pipeline).report
     guard = next(lever for lever in report["levers"] if lever["lever"] == "cost guard")
-    assert f"{len(outside)} records outside its sizes counted, 0 extrapolated" in guard["rationale"]
+    assert f"{len(outside)} requests outside its sizes counted, 0 extrapolated" in guard["rationale"]
     estimated, actual = (float(part.split("$")[1]) for part in guard["value"].split(", "))
     assert abs(estimated - actual) <= 0.15 * actual
+
+
+def test_records_too_large_for_one_request_are_in_the_estimate_priced_as_their_chunks(pipeline_for) -> None:
+    from claude_workloads.loan_disclosure_review import Disclosure
+    from tests.airflow.test_chunking import WINDOW, WINDOW_BYTES, oversized_input, small_window
+
+    pipeline = pipeline_for(context_window=WINDOW)
+    # 60 ordinary loan files and 3 of ten times the window: their chunks are most of the night's input.
+    files = {f"93000{n}": (10 * WINDOW_BYTES, dict.fromkeys(Disclosure, 0.5)) for n in range(3)}
+    loans = oversized_input(pipeline.tmp_path / "inputs" / "big_files.jsonl", files, ordinary=60)
+
+    dag_run = pipeline.run(
+        "loan_disclosure_review",
+        loans,
+        sample_size=20,
+        spec_changes=lambda s: small_window(s).model_copy(
+            update={"budget": BudgetSpec(usd=1000, action="warn")}
+        ),
+    )
+
+    assert dag_run.state == "success"
+    report = _run_of(pipeline).report
+    chunks = report["chunking"]["chunks_sent"]
+    assert report["chunking"]["records_chunked"] == 3 and chunks >= 3 * 20
+    guard = next(lever for lever in report["levers"] if lever["lever"] == "cost guard")
+    estimated, actual = (float(part.split("$")[1]) for part in guard["value"].split(", "))
+    # Left out, the chunks made the estimate well under half the actual (-61 % when measured).
+    assert abs(estimated - actual) <= 0.15 * actual, guard
+    assert f"3 records too large for one request as {chunks} chunk requests" in guard["rationale"]

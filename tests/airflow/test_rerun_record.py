@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 from pydantic import ValidationError
 
-from claude_batch.rerun import RerunError, RerunRequest, UnknownRerunTargetError, rerun_record
+from claude_batch.rerun import RerunError, RerunRequest, UnknownRerunTargetError, UpstreamError, rerun_record
 from claude_workloads.loan_disclosure_review import DISCLOSURE_HEADINGS, LoanReview
 
 WORKLOAD = "loan_disclosure_review"
@@ -154,3 +154,31 @@ def test_rerun_record_dag_publishes_the_record_from_its_params_form(pipeline_for
     assert store.get_output(WORKLOAD, loan["loan_file_id"], RUN_DATE).source == "rerun"
     [row] = store.reruns(store.run_of_date(WORKLOAD, RUN_DATE).id)
     assert row.reason == "from the form" and "rerun_record" in row.requested_by
+
+
+def test_a_chunk_the_api_still_finds_too_long_fails_the_rerun_naming_the_chunk_and_the_fix(
+    pipeline_for,
+) -> None:
+    from claude_workloads.loan_disclosure_review import Disclosure
+    from tests.airflow.test_chunking import oversized_input
+
+    pipeline = pipeline_for()
+    # 1.3 MB of text: chunked by the night (the spec's window is the emulator's 200,000 tokens).
+    files = {"900140": (1_300_000, dict.fromkeys(Disclosure, 0.5))}
+    loans = oversized_input(pipeline.tmp_path / "inputs" / "oversized.jsonl", files)
+    assert pipeline.run(WORKLOAD, loans).state == "success"
+    night = pipeline.store().get_output(WORKLOAD, "900140", RUN_DATE)
+    # The next morning the model takes half the window: the spec's chunks are too long for it.
+    fresh = pipeline_for(store_url=pipeline.store_url, context_window=100_000)
+
+    with pytest.raises(UpstreamError) as refused:
+        rerun_record(_request("900140"), requested_by="ana")
+
+    message = str(refused.value)
+    assert "the re-run of chunk 1 of " in message and "(loan-2026-06-07-900140-c01of0" in message
+    assert "prompt is too long" in message and "lower chunking.max_tokens in the spec" in message
+    assert fresh.emulator.stats()["messages_created"] == 0
+    store = pipeline.store()
+    [row] = store.reruns(store.run_of_date(WORKLOAD, RUN_DATE).id)
+    assert (row.status, row.error, row.input_tokens) == ("failed", message, 0)
+    assert store.get_output(WORKLOAD, "900140", RUN_DATE) == night

@@ -22,7 +22,15 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from claude_batch.hooks import ResultsIncompleteError
 from claude_batch.strategy.batch_api import EARLY_404_GRACE_SECONDS
-from claude_batch.strategy.failures import CLIENT_TIMEOUT, CONNECTION, FailureCause, cause_of_api_error
+from claude_batch.strategy.failures import (
+    CLIENT_TIMEOUT,
+    CONNECTION,
+    REQUEST_TOO_LARGE,
+    FailureCause,
+    ResultClass,
+    cause_of_api_error,
+    cause_of_failure,
+)
 from claude_batch.strategy.layout import part_name, result_parts
 from claude_batch.strategy.lines import Line, jsonl_lines, read_lines, split_lines
 from claude_batch.strategy.partition import MAX_RESULT_LINE_BYTES, sync_result_line
@@ -97,6 +105,18 @@ def _error_type(error: anthropic.APIStatusError) -> str | None:
     if isinstance(inner, dict) and isinstance(inner.get("type"), str) and inner["type"] != "error":
         return inner["type"]
     return None
+
+
+def refused_as_too_long(error: BaseException) -> bool:
+    """The API refused the call because the prompt is too long for the model: read as recovery reads
+    a failed result (a 413, or an invalid request whose message says the prompt is too long)."""
+    if not isinstance(error, anthropic.APIStatusError):
+        return False
+    body = error.body if isinstance(error.body, dict) else {}
+    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    message = inner.get("message") if isinstance(inner, dict) else None
+    cause = cause_of_failure(ResultClass.ERRORED, _error_type(error), str(message or error))
+    return error.status_code == 413 or cause is REQUEST_TOO_LARGE
 
 
 def error_kind(error: anthropic.APIStatusError | anthropic.APIConnectionError) -> str:

@@ -7,10 +7,12 @@ import json
 import math
 from array import array
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from pydantic import BaseModel
 
 from claude_batch.hooks import claude_hook
 from claude_batch.stages.approval import ApprovalGate
@@ -23,7 +25,7 @@ from claude_batch.strategy.lines import jsonl_lines
 from claude_batch.strategy.outputs import message_text, parse_output
 from claude_batch.strategy.requests import request_builder
 from claude_batch.strategy.routing import Route
-from claude_batch.strategy.sharding import valid_records
+from claude_batch.strategy.sharding import requests_to_send
 from claude_batch.strategy.spec import BudgetSpec, WorkloadSpec
 from claude_batch.strategy.usage import Usage
 
@@ -62,8 +64,45 @@ def sample_cost_facts(spec: WorkloadSpec, sample: dict) -> tuple[SampleCostFacts
     return facts, input_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A request the bulk will send: a record whole, or the text ``span`` of its chunked field (one
+    chunk, its text cut out only when counted, so a kept chunk holds no copy of it)."""
+
+    record: BaseModel
+    span: tuple[int, int] | None = None
+
+    def sent_record(self, spec: WorkloadSpec) -> BaseModel:
+        if self.span is None:
+            return self.record
+        assert spec.chunking is not None and spec.chunking.field is not None
+        text = getattr(self.record, spec.chunking.field)
+        return self.record.model_copy(update={spec.chunking.field: text[self.span[0] : self.span[1]]})
+
+
+@dataclass(frozen=True, slots=True)
+class BulkInput:
+    """The uncached input of the requests still to send, foreseen from the sample's shape.
+
+    :param requests: requests to send: a record sent whole is one, a chunked record one per chunk.
+    :param counted: requests outside the sample's sizes counted with count_tokens.
+    :param extrapolated: requests outside them extrapolated (over ``MAX_COUNTED``, or no count_tokens).
+    :param records_chunked: records too large for one request, sent as chunks (shard's split).
+    :param chunks: their chunk requests (in ``requests``).
+    :param chunk_bytes: bytes of the chunks' request lines, for the shards they take.
+    """
+
+    tokens: int
+    requests: int
+    counted: int
+    extrapolated: int
+    records_chunked: int = 0
+    chunks: int = 0
+    chunk_bytes: int = 0
+
+
 class _Extremes:
-    """The ``keep`` smallest and the ``keep`` largest records seen: those that may lie outside the
+    """The ``keep`` smallest and the ``keep`` largest requests seen: those that may lie outside the
     sample's shape, kept to be counted (memory stays bounded whatever the input)."""
 
     def __init__(self, keep: int) -> None:
@@ -80,7 +119,7 @@ class _Extremes:
                 heapq.heapreplace(heap, (key, self._seen, record))
 
     def outside(self, shape: InputShape) -> list[tuple[int, Any]]:
-        """(size, record) of each kept record the shape does not cover."""
+        """(size, request) of each kept request the shape does not cover."""
         found = {seen: (abs(key), record) for heap in self._heaps for key, seen, record in heap}
         return [(size, record) for size, record in found.values() if not shape.covers(size)]
 
@@ -91,23 +130,40 @@ def bulk_input_tokens(
     sampled_tokens: dict[str, int],
     published: set[str],
     prefix_tokens: float,
-    count: Callable[[dict[str, Any]], int] | None,
-) -> tuple[int, int, int, int]:
-    """Uncached input tokens of the records still to send, from their sizes against the sample's shape.
+    count: Callable[[dict[str, Any]], int | None] | None,
+) -> BulkInput:
+    """Uncached input tokens of the requests still to send, from their sizes against the sample's shape.
 
-    Returns (tokens, records to send, records outside the shape counted with ``count``, records
-    outside it extrapolated: over ``MAX_COUNTED``, or ``count`` is None on this connection).
+    A record too large for one request is sent as the chunks shard cuts: each chunk is a request of
+    its own size (the record's text fields with its part of the chunked one), foreseen like any
+    request, and counted with ``count`` when it lies outside the sample's sizes, as a chunk mostly does.
+    Requests outside the shape are counted with ``count`` up to ``MAX_COUNTED``, the rest extrapolated
+    (all of them when ``count`` is None on this connection; and each one too long for the model to
+    count, which recovery will split into parts holding the same text).
     """
     sampled: list[tuple[int, int]] = []
-    sizes = array("q")  # eight bytes a record: 80 MB for ten million
+    sizes = array("q")  # eight bytes a request: 80 MB for ten million
     extremes = _Extremes(MAX_COUNTED // 2)
-    for item in valid_records(spec, read_input(spec, run.input_uri), run.run_date):
+    records_chunked = chunk_count = chunk_bytes = 0
+    for item, chunks in requests_to_send(spec, read_input(spec, run.input_uri), run.run_date):
         size = sum(len(str(getattr(item.record, field))) for field in spec.text_fields)
+        if chunks is not None:
+            assert spec.chunking is not None and spec.chunking.field is not None
+            # The record's text fields with the chunked one holding only the chunk's part.
+            frame = size - len(getattr(item.record, spec.chunking.field))
+            for chunk in chunks:
+                chunk_size = frame + chunk.text_end - chunk.text_start
+                sizes.append(chunk_size)
+                extremes.add(chunk_size, _Request(item.record, (chunk.text_start, chunk.text_end)))
+                chunk_bytes += len(chunk.line)
+            records_chunked += 1
+            chunk_count += len(chunks)
+            continue
         if item.custom_id in sampled_tokens:
             sampled.append((size, sampled_tokens[item.custom_id]))
         if item.custom_id not in published:
             sizes.append(size)
-            extremes.add(size, item.record)
+            extremes.add(size, _Request(item.record))
     if not sampled:
         raise AirflowFailException(
             f"None of the sample's records of {spec.name} is in the input {run.input_uri} any more: it "
@@ -119,19 +175,33 @@ def bulk_input_tokens(
     counted = 0
     if count is not None:
         builder = request_builder(spec)
-        for size, record in extremes.outside(shape):
-            params = {k: v for k, v in builder.params(record).items() if k in COUNT_TOKENS_PARAMS}
-            tokens += max(count(params) - prefix_tokens, 0) - shape.tokens(size)
+        for size, request in extremes.outside(shape):
+            sent = builder.params(request.sent_record(spec))
+            params = {k: v for k, v in sent.items() if k in COUNT_TOKENS_PARAMS}
+            exact = count(params)
+            if exact is None:
+                continue
+            tokens += max(exact - prefix_tokens, 0) - shape.tokens(size)
             counted += 1
-    return round(tokens), len(sizes), counted, outside - counted
+    return BulkInput(
+        tokens=round(tokens),
+        requests=len(sizes),
+        counted=counted,
+        extrapolated=outside - counted,
+        records_chunked=records_chunked,
+        chunks=chunk_count,
+        chunk_bytes=chunk_bytes,
+    )
 
 
-def _shards_foreseen(run: RunContext, spec: WorkloadSpec, to_send: int) -> int:
-    """Shards the bulk will be cut into, from the sample's mean request size and the spec's targets."""
+def _shards_foreseen(run: RunContext, spec: WorkloadSpec, bulk: BulkInput) -> int:
+    """Shards the bulk will be cut into, from the sample's mean request size (the chunks' own
+    sizes for chunks) and the spec's targets."""
     sizes = [len(line) for line in jsonl_lines([run.layout.sample_requests])]
     mean_bytes = sum(sizes) / len(sizes) if sizes else 0
-    by_count = math.ceil(to_send / spec.sharding.target_requests)
-    by_bytes = math.ceil(to_send * mean_bytes / int(spec.sharding.target_bytes))
+    by_count = math.ceil(bulk.requests / spec.sharding.target_requests)
+    request_bytes = (bulk.requests - bulk.chunks) * mean_bytes + bulk.chunk_bytes
+    by_bytes = math.ceil(request_bytes / int(spec.sharding.target_bytes))
     return max(by_count, by_bytes, 1)
 
 
@@ -176,19 +246,24 @@ class CostGuardOperator(ApprovalGate, BaseOperator):
         self.conn_id = conn_id
         self.mode = mode
 
-    def _counter(self) -> Callable[[dict[str, Any]], int] | None:
-        """count_tokens on this connection, or None where it is not served (Bedrock, Vertex, Foundry)."""
+    def _counter(self) -> Callable[[dict[str, Any]], int | None] | None:
+        """count_tokens on this connection, or None where it is not served (Bedrock, Vertex, Foundry).
+        The counter answers None for a prompt the API finds too long for the model."""
         hook = claude_hook(self.conn_id)
         if not hook.first_party:
             return None
         import anthropic  # imported with the hook above
 
+        from claude_batch.hooks.claude import refused_as_too_long
+
         client = hook.get_conn().with_options(max_retries=COUNT_RETRIES)
 
-        def count(params: dict[str, Any]) -> int:
+        def count(params: dict[str, Any]) -> int | None:
             try:
                 return client.messages.count_tokens(**params).input_tokens
             except (anthropic.APIConnectionError, anthropic.APIStatusError) as error:
+                if refused_as_too_long(error):
+                    return None
                 raise AirflowException(
                     f"count_tokens failed after its retries; retry this task: {error}"
                 ) from error
@@ -225,14 +300,14 @@ class CostGuardOperator(ApprovalGate, BaseOperator):
         prefix = (
             facts.usage.cache_creation_input_tokens + facts.usage.cache_read_input_tokens
         ) / facts.answered
-        input_tokens, to_send, counted, extrapolated = bulk_input_tokens(
+        bulk_input = bulk_input_tokens(
             spec, run, sampled_tokens, sample_answers(run), prefix, self._counter()
         )
         bulk = estimate_run_cost(
             facts,
-            to_send + facts.published,
-            input_tokens,
-            _shards_foreseen(run, spec, to_send),
+            bulk_input.requests + facts.published,
+            bulk_input.tokens,
+            _shards_foreseen(run, spec, bulk_input),
             spec.model,
             run.route is Route.BATCH,
             spec.prompt.cache_ttl,
@@ -248,8 +323,10 @@ class CostGuardOperator(ApprovalGate, BaseOperator):
             per_request=bulk.per_request,
             repairs=bulk.repairs,
             cache_writes=bulk.cache_writes,
-            counted=counted,
-            extrapolated=extrapolated,
+            counted=bulk_input.counted,
+            extrapolated=bulk_input.extrapolated,
+            records_chunked=bulk_input.records_chunked,
+            chunks=bulk_input.chunks,
             route=run.route,
             budget_usd=budget.usd if budget else None,
             action=budget.action if budget else None,

@@ -17,9 +17,12 @@ class CostEstimate(BaseModel):
     :param to_send: requests the bulk will send (the input less the sample's published answers).
     :param per_request: the sample's mean billed tokens per answered request.
     :param repairs: answers foreseen invalid at the sample's rate, each resent once.
-    :param counted: records outside the sample's sizes whose input was counted with count_tokens.
-    :param extrapolated: records outside the sample's sizes extrapolated (over the count limit, or
+    :param counted: requests outside the sample's sizes whose input was counted with count_tokens.
+    :param extrapolated: requests outside the sample's sizes extrapolated (over the count limit, or
         a connection without count_tokens).
+    :param records_chunked: records too large for one request, priced as the chunks shard cuts
+        (each chunk a request: the cached prefix, its part of the text, an answer).
+    :param chunks: their chunk requests (in ``to_send``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -35,6 +38,8 @@ class CostEstimate(BaseModel):
     cache_writes: int
     counted: int = 0
     extrapolated: int = 0
+    records_chunked: int = 0
+    chunks: int = 0
     route: Route
     budget_usd: float | None
     action: str | None
@@ -48,13 +53,18 @@ class CostEstimate(BaseModel):
             f"budget ${self.budget_usd:,.2f} ({self.action})" if self.budget_usd is not None else "no budget"
         )
         tokens = self.per_request
+        chunked = (
+            f"{self.records_chunked} records too large for one request as {self.chunks} chunk requests; "
+            if self.records_chunked
+            else ""
+        )
         return (
             f"${self.estimated_usd:,.4f} = the sample's ${self.sample_usd:,.4f} ({self.sampled} answers, "
             f"{self.from_sample} published) + {self.to_send} requests by {self.route.value} "
             f"(+{self.repairs} repairs) at the sample's usage per request: {tokens.input_tokens:,} input, "
             f"{tokens.output_tokens:,} output, {tokens.cache_read_input_tokens:,} cached prefix read "
-            f"({self.cache_writes} prefix writes); input by record size against the sample's, "
-            f"{self.counted} records outside its sizes counted, {self.extrapolated} extrapolated; {budget}"
+            f"({self.cache_writes} prefix writes); {chunked}input by request size against the sample's, "
+            f"{self.counted} requests outside its sizes counted, {self.extrapolated} extrapolated; {budget}"
         )
 
 

@@ -199,6 +199,25 @@ def valid_records(spec: WorkloadSpec, reads: Iterable[RecordRead], run_date: dat
             yield checked
 
 
+def requests_to_send(
+    spec: WorkloadSpec, reads: Iterable[RecordRead], run_date: date
+) -> Iterator[tuple[ValidRecord, list[ChunkRequest] | None]]:
+    """The records sharding would send, each with None (sent whole) or the chunk requests it is sent
+    as (too large for one request, and the spec declares ``chunking``): what the cost guard prices."""
+    builder = request_builder(spec)
+    for read in reads:
+        checked = check_record(spec, read, run_date)
+        if not isinstance(checked, ValidRecord):
+            continue
+        line = request_line(spec, builder, checked)
+        if isinstance(line, bytes):
+            yield checked, None
+        elif spec.chunking is not None and line.quarantine_class in OVERSIZED:
+            chunks = record_chunks(spec, builder, checked)
+            if not isinstance(chunks, QuarantineEntry):
+                yield checked, chunks
+
+
 def estimated_tokens(builder: RequestBuilder, user_text: str) -> int:
     """The prompt's tokens as estimated before sending (system prompt and user message)."""
     return math.ceil(
