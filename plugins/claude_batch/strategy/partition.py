@@ -291,7 +291,8 @@ def _classify(
         parsed = parse_output(message_text(message), output_model)
         problem = parsed.problem or ""
         if parsed.value is not None:
-            output = parsed.value.model_dump(mode="json")
+            # model_dump(mode="json") without its Python wrapper: the same call of its serializer.
+            output = parsed.value.__pydantic_serializer__.to_python(parsed.value, mode="json")
             succeeded = {
                 "custom_id": custom_id,
                 "business_key": business_key,
