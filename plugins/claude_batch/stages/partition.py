@@ -68,8 +68,13 @@ def fetch_results(store: Store, hook: ClaudeBatchHook, run: RunContext, submissi
 
 
 def expected_requests(run: RunContext, submission: dict) -> Iterator[ManifestEntry]:
-    """The manifest entries the submission was sent with."""
-    return read_manifest(run.layout.manifest(submission["round"]), shard=submission["shard_index"])
+    """The manifest entries the submission was sent with, from its shard's own manifest."""
+    round_number, shard = submission["round"], submission["shard_index"]
+    own = run.layout.shard_manifest(round_number, shard)
+    if own.exists():
+        return read_manifest(own)
+    # A run sharded before shards had manifests of their own: the round's, filtered.
+    return read_manifest(run.layout.manifest(round_number), shard=shard)
 
 
 def partition_submission(

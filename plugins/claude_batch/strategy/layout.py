@@ -7,9 +7,11 @@ A run folder (one per workload and date, local or in object storage) holds::
     sample/gate.json, sample/report.json
     shards/shard-NNNNN.jsonl           round 0's request files, one per batch
     shards/manifest.jsonl              custom_id -> business key of every round-0 request
+    shards/shard-NNNNN.manifest.jsonl  the same of one shard's requests (what its partition reads)
     shards/quarantine.jsonl            records that were never sent
     shards/shard-NNNNN.results/        answers of a shard sent synchronously (part-NNN.jsonl)
     recovery/round-NN-shard-NNNNN.jsonl, round-NN-manifest.jsonl, round-NN-quarantine.jsonl
+    recovery/round-NN-shard-NNNNN.manifest.jsonl
     recovery/round-NN-shard-NNNNN.results/
     results/round-NN/shard-NNNNN.jsonl a batch's results, downloaded once
     partitions/round-NN/shard-NNNNN/   one file per result class, and summary.json
@@ -72,6 +74,11 @@ def request_file_name(round_number: int, shard_index: int) -> str:
 
 def manifest_name(round_number: int) -> str:
     return MANIFEST_FILE if round_number == 0 else f"{round_name(round_number)}-{MANIFEST_FILE}"
+
+
+def shard_manifest_name(round_number: int, shard_index: int) -> str:
+    """``shard-00003.manifest.jsonl`` in round 0, ``round-02-shard-00003.manifest.jsonl`` in round 2."""
+    return request_file_name(round_number, shard_index).removesuffix(".jsonl") + ".manifest.jsonl"
 
 
 def quarantine_name(round_number: int) -> str:
@@ -162,6 +169,9 @@ class RunLayout(Generic[P]):
 
     def manifest(self, round_number: int) -> P:
         return self.round_dir(round_number) / manifest_name(round_number)
+
+    def shard_manifest(self, round_number: int, shard_index: int) -> P:
+        return self.round_dir(round_number) / shard_manifest_name(round_number, shard_index)
 
     def quarantine(self, round_number: int) -> P:
         return self.round_dir(round_number) / quarantine_name(round_number)

@@ -44,6 +44,7 @@ from claude_batch.strategy.failures import (
 )
 from claude_batch.strategy.layout import manifest_name, quarantine_name
 from claude_batch.strategy.lines import jsonl_lines
+from claude_batch.strategy.manifest import ManifestWriter
 from claude_batch.strategy.partition import FailureRecord
 from claude_batch.strategy.paths import OutputDir, ReadablePath
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
@@ -316,7 +317,7 @@ def plan_recovery(
         shards = stack.enter_context(
             ShardWriter(out_dir, next_round, spec.sharding.target_requests, spec.sharding.target_bytes)
         )
-        manifest = stack.enter_context(manifest_path.open("wb"))
+        manifest = stack.enter_context(ManifestWriter(out_dir, next_round))
         quarantine = stack.enter_context(quarantine_path.open("wb"))
 
         def to_quarantine(failure: FailureRecord, quarantine_class: QuarantineClass, reason: str) -> None:
@@ -368,7 +369,7 @@ def plan_recovery(
                         "position": source.position,
                         "action": action.value,
                     }
-                    manifest.write(json_line(entry | chunk.manifest_fields()))
+                    manifest.write(entry | chunk.manifest_fields())
                 requests += len(chunks)
                 chunks_added += len(chunks) - 1
                 actions[action] += 1
@@ -394,7 +395,7 @@ def plan_recovery(
                 "position": None,
                 "action": action.value,
             }
-            manifest.write(json_line(entry))
+            manifest.write(entry)
             requests += 1
             actions[action] += 1
         lost = pending.not_found()

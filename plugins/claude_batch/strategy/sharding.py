@@ -32,10 +32,10 @@ from typing import IO
 import jinja2
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from claude_batch.strategy._json import json_line
 from claude_batch.strategy.chunking import MIN_CHUNK_BYTES, chunk_custom_id, split_text
 from claude_batch.strategy.custom_ids import CustomIdRegistry, IdOutcome, KeyValue, custom_id_for, key_text
 from claude_batch.strategy.layout import manifest_name, quarantine_name, request_file_name
+from claude_batch.strategy.manifest import ManifestWriter
 from claude_batch.strategy.outputs import describe_validation_error
 from claude_batch.strategy.paths import OutputDir
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
@@ -443,7 +443,7 @@ def write_shards(
     with (
         CustomIdRegistry() as registry,
         ShardWriter(out_dir, 0, spec.sharding.target_requests, spec.sharding.target_bytes) as shards,
-        manifest_path.open("wb") as manifest,
+        ManifestWriter(out_dir, 0) as manifest,
         quarantine_path.open("wb") as quarantine,
     ):
 
@@ -476,7 +476,7 @@ def write_shards(
                         "position": checked.position,
                         "action": None,
                     }
-                    manifest.write(json_line(entry | chunk.manifest_fields()))
+                    manifest.write(entry | chunk.manifest_fields())
                 records_chunked += 1
                 chunk_requests += len(chunks)
                 requests += len(chunks)
@@ -491,16 +491,15 @@ def write_shards(
                 shard = shards.add(line)
                 requests += 1
             manifest.write(
-                json_line(
-                    {
-                        "custom_id": checked.custom_id,
-                        "business_key": checked.business_key,
-                        "shard": shard,
-                        "round": 0,
-                        "position": checked.position,
-                        "action": None,
-                    }
-                )
+                {
+                    "custom_id": checked.custom_id,
+                    "business_key": checked.business_key,
+                    "shard": shard,
+                    "round": 0,
+                    "position": checked.position,
+                    "action": None,
+                },
+                in_shard_file=shard != SAMPLE_SHARD,
             )
 
     return ShardPlan(

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from claude_batch.strategy import sharding
 from claude_batch.strategy.custom_ids import custom_id_for
-from claude_batch.strategy.manifest import read_manifest
+from claude_batch.strategy.layout import RunLayout
+from claude_batch.strategy.manifest import ManifestWriter, read_manifest
 from claude_batch.strategy.quarantine import QuarantineClass, QuarantineEntry
 from claude_batch.strategy.records import read_jsonl
 from claude_batch.strategy.requests import request_builder
@@ -63,6 +64,30 @@ def test_manifest_maps_each_custom_id_to_its_key_shard_and_line(tmp_path: Path) 
         ("loan-2026-06-07-3", "3", 1, 3, 0),
     ]
     assert [e.custom_id for e in read_manifest(Path(plan.manifest_path), shard=1)] == ["loan-2026-06-07-3"]
+
+
+def test_each_shard_has_a_manifest_of_its_own_requests_and_the_sample_none(tmp_path: Path) -> None:
+    """What a shard's partition reads: its own entries, in the order sent, not the round's."""
+    spec = make_spec(sharding={"target_requests": 2})
+    source = write_jsonl(tmp_path / "input.jsonl", [loan(str(n)) for n in range(1, 7)])
+    layout = RunLayout(tmp_path)
+    plan = write_shards(spec, read_jsonl(source), layout.shards_dir, RUN_DATE, {"loan-2026-06-07-4"})
+
+    round_entries = list(read_manifest(Path(plan.manifest_path)))
+    assert [shard.index for shard in plan.shards] == [0, 1, 2]
+    for shard in plan.shards:
+        own = list(read_manifest(layout.shard_manifest(0, shard.index)))
+        assert own == [e for e in round_entries if e.shard == shard.index]
+        assert [e.custom_id for e in own] == [line["custom_id"] for line in _lines(shard.path)]
+    sample_files = list(layout.shards_dir.glob(f"*{sharding.SAMPLE_SHARD}*"))
+    assert sample_files == []
+
+
+def test_manifest_entries_never_go_back_to_an_earlier_shard(tmp_path: Path) -> None:
+    with ManifestWriter(tmp_path, 0) as manifest:
+        manifest.write({"custom_id": "a", "business_key": "1", "shard": 1})
+        with pytest.raises(ValueError, match="went back from shard 1 to shard 0"):
+            manifest.write({"custom_id": "b", "business_key": "2", "shard": 0})
 
 
 def test_a_new_shard_is_cut_at_the_target_request_count(tmp_path: Path) -> None:
