@@ -98,13 +98,17 @@ def failure_cause(error: BaseException) -> FailureCause | None:
     return None
 
 
-def _error_type(error: anthropic.APIStatusError) -> str | None:
-    """``error.type`` of the API's error body, if it sent one."""
+def _error_body(error: anthropic.APIStatusError) -> dict[str, Any]:
+    """The ``error`` object of the API's error body (``{"type": ..., "message": ...}``), or {}."""
     body = error.body if isinstance(error.body, dict) else {}
     inner = body.get("error") if isinstance(body.get("error"), dict) else body
-    if isinstance(inner, dict) and isinstance(inner.get("type"), str) and inner["type"] != "error":
-        return inner["type"]
-    return None
+    return inner if isinstance(inner, dict) else {}
+
+
+def _error_type(error: anthropic.APIStatusError) -> str | None:
+    """``error.type`` of the API's error body, if it sent one."""
+    error_type = _error_body(error).get("type")
+    return error_type if isinstance(error_type, str) and error_type != "error" else None
 
 
 def refused_as_too_long(error: BaseException) -> bool:
@@ -112,9 +116,7 @@ def refused_as_too_long(error: BaseException) -> bool:
     a failed result (a 413, or an invalid request whose message says the prompt is too long)."""
     if not isinstance(error, anthropic.APIStatusError):
         return False
-    body = error.body if isinstance(error.body, dict) else {}
-    inner = body.get("error") if isinstance(body.get("error"), dict) else body
-    message = inner.get("message") if isinstance(inner, dict) else None
+    message = _error_body(error).get("message")
     cause = cause_of_failure(ResultClass.ERRORED, _error_type(error), str(message or error))
     return error.status_code == 413 or cause is REQUEST_TOO_LARGE
 
