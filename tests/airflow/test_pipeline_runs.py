@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from claude_batch.strategy.batch_api import batch_request_total
 from claude_batch.strategy.report import RunReport
 from claude_demo.loans import loan_files
+from tests.airflow.approval_support import on_call
 from tests.airflow.conftest import API_KEY
 from tests.airflow.submit_support import shard_file
 
@@ -142,6 +144,97 @@ def test_a_sample_gate_under_warn_goes_on_without_paying_its_valid_answers_again
     assert 0 < report.from_sample < 100
     assert round_zero == report.inputs - report.from_sample
     assert report.inputs == report.published + report.quarantined_total == 120
+
+
+def _approve_on_any_invalid_answer(spec):
+    return spec.model_copy(
+        update={"sample": spec.sample.model_copy(update={"action": "approve", "pass_gate": 1.0})}
+    )
+
+
+def _sampled(pipeline) -> list[str]:
+    """The custom_ids of the night's validation sample, as sent."""
+    requests = (
+        pipeline.tmp_path / "data" / "loan_disclosure_review" / "2026-06-07" / "sample" / "requests.jsonl"
+    )
+    return [json.loads(line)["custom_id"] for line in requests.read_text().splitlines()]
+
+
+def _batched(pipeline) -> Counter[str]:
+    """How many times each custom_id was sent in a batch, as the API saw it."""
+    client = anthropic.Anthropic(base_url=pipeline.emulator.base_url, api_key=API_KEY)
+    return Counter(
+        line.custom_id
+        for batch in client.messages.batches.list()
+        for line in client.messages.batches.results(batch.id)
+    )
+
+
+def test_an_approved_sample_gate_publishes_its_valid_answers_and_pays_each_sampled_record_once(
+    pipeline_for,
+) -> None:
+    pipeline = pipeline_for(faults={"requests": {"cut_off": 0.05}}, seed=1)
+    loans = pipeline.loan_input(120)
+    keys = {
+        f"loan-2026-06-07-{json.loads(line)['loan_file_id']}": json.loads(line)["loan_file_id"]
+        for line in loans.read_text().splitlines()
+    }
+
+    with on_call("Approve") as answered:
+        dag_run = pipeline.run("loan_disclosure_review", loans, spec_changes=_approve_on_any_invalid_answer)
+
+    assert (dag_run.state, len(answered)) == ("success", 1)
+    store = pipeline.store()
+    sampled = _sampled(pipeline)
+    source = {
+        cid: store.get_output("loan_disclosure_review", keys[cid], date(2026, 6, 7)).source for cid in sampled
+    }
+    from_sample = [cid for cid in sampled if source[cid] == "sample"]
+    # The gate failed (some sample answers were cut off) and was approved: the valid answers are
+    # published as they are, and none of those records was sent again in a batch.
+    assert 0 < len(from_sample) < len(sampled)
+    batched = _batched(pipeline)
+    assert [cid for cid in from_sample if batched[cid]] == []
+    report = _report(pipeline)
+    assert report.from_sample == len(from_sample)
+    round_zero = sum(
+        a.request_count for a in store.attempts_of_run(_tonight(store)) if a.round == 0 and a.kind == "batch"
+    )
+    assert round_zero == report.inputs - report.from_sample
+    assert report.inputs == report.published + report.quarantined_total == 120
+    lever = next(lever for lever in report.levers if lever.lever == "sample size")
+    assert f"approved: {len(from_sample)} valid answers published as they are" in lever.rationale
+
+    # Approved again (a retried gate asks again; here the date is run again): the answers are
+    # re-read, not paid, and kept once.
+    paid = pipeline.emulator.stats()
+    with on_call("Approve") as answered:
+        again = pipeline.run("loan_disclosure_review", loans, spec_changes=_approve_on_any_invalid_answer)
+
+    assert (again.state, len(answered)) == ("success", 1)
+    stats = pipeline.emulator.stats()
+    assert (stats["messages_created"], stats["batch_requests_submitted"]) == (
+        paid["messages_created"],
+        paid["batch_requests_submitted"],
+    )
+    assert _batched(pipeline) == batched
+    assert _report(pipeline).from_sample == len(from_sample)
+    assert store.outputs_count("loan_disclosure_review", date(2026, 6, 7)) == report.published
+
+
+def test_a_rejected_sample_gate_keeps_none_of_its_answers_and_creates_no_batch(pipeline_for) -> None:
+    pipeline = pipeline_for(faults={"requests": {"cut_off": 0.05}}, seed=1)
+    loans = pipeline.loan_input(120)
+
+    with on_call("Reject") as answered:
+        dag_run = pipeline.run("loan_disclosure_review", loans, spec_changes=_approve_on_any_invalid_answer)
+
+    assert (dag_run.state, len(answered)) == ("failed", 1)
+    assert pipeline.emulator.stats()["batches_created"] == 0
+    assert pipeline.emulator.stats()["messages_created"] == len(_sampled(pipeline))
+    assert pipeline.store().outputs_count("loan_disclosure_review", date(2026, 6, 7)) == 0
+    # Nothing kept for a later night of the date to publish or leave out of its shards.
+    assert not (pipeline.tmp_path / "data" / "loan_disclosure_review" / "2026-06-07" / "partitions").exists()
 
 
 def test_rerunning_a_date_reattaches_instead_of_paying_twice(pipeline_for) -> None:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from claude_batch.hooks import claude_hook
@@ -14,8 +14,9 @@ from claude_batch.hooks.store import get_store
 from claude_batch.stages.approval import ApprovalGate
 from claude_batch.stages.run import RunContext, file_digest, read_input
 from claude_batch.strategy.gates import RunMode, decision_deadline, sample_evidence
+from claude_batch.strategy.layout import RunLayout
 from claude_batch.strategy.lines import jsonl_lines
-from claude_batch.strategy.manifest import ManifestEntry
+from claude_batch.strategy.manifest import ManifestEntry, read_manifest
 from claude_batch.strategy.outputs import message_text
 from claude_batch.strategy.partition import PartitionSummary, ResultClass, partition_results
 from claude_batch.strategy.requests import request_builder
@@ -59,37 +60,46 @@ def _outcome(data: dict, records: dict[str, dict]) -> SampleOutcome:
     )
 
 
-def _keep_valid_answers(
-    run: RunContext, spec: WorkloadSpec, sample: list[ValidRecord], gate: GateResult, parts: list[Any]
-) -> int:
-    """Partition the sample's valid answers (schema and expectations) like a shard's results, so
-    publish publishes them and shard leaves their records out: a valid answer is never paid twice.
-    Returns how many there are.
-
-    Written once per run date: a re-run (which may sample other records) keeps the first set, so the
-    shards it cuts are the ones already submitted, and re-attach.
-    """
-    summary_file = run.layout.partition_summary(0, SAMPLE_SHARD)
-    if summary_file.exists():
-        with summary_file.open("r") as stream:
-            return PartitionSummary.model_validate_json(stream.read()).counts[ResultClass.SUCCEEDED]
-    failed = {failure.custom_id for failure in gate.failures}
-    kept = (
-        ManifestEntry(
+def _sample_manifest(sample: list[ValidRecord]) -> Iterator[ManifestEntry]:
+    """The sampled records' identities, kept in the run folder: an approval resumes in another try,
+    maybe on another worker, with nothing of the try that sampled."""
+    for item in sample:
+        yield ManifestEntry(
             custom_id=item.custom_id,
             business_key=item.business_key,
             shard=SAMPLE_SHARD,
             position=item.position,
             action="sample",
         )
-        for item in sample
-        if item.custom_id not in failed
-    )
-    out_dir = run.layout.partition_dir(0, SAMPLE_SHARD)
+
+
+def _keep_valid_answers(
+    layout: RunLayout[Any], spec: WorkloadSpec, gate: GateResult, parts: list[Any]
+) -> int:
+    """Partition the sample's valid answers (schema and expectations) like a shard's results, so
+    publish publishes them and shard leaves their records out: a valid answer is never paid twice.
+    Reads the sample from the run folder (``sample/manifest.jsonl``). Returns how many there are.
+
+    Written once per run date: a re-run (which may sample other records), or a gate approved again
+    after a retry, keeps the first set, so the shards it cuts are the ones already submitted, and
+    re-attach.
+    """
+    summary_file = layout.partition_summary(0, SAMPLE_SHARD)
+    if summary_file.exists():
+        with summary_file.open("r") as stream:
+            return PartitionSummary.model_validate_json(stream.read()).counts[ResultClass.SUCCEEDED]
+    failed = {failure.custom_id for failure in gate.failures}
+    kept = (entry for entry in read_manifest(layout.sample_manifest) if entry.custom_id not in failed)
+    out_dir = layout.partition_dir(0, SAMPLE_SHARD)
     summary = partition_results(jsonl_lines(parts), kept, spec.output_model(), out_dir)
+    # The summary last: it is what marks the answers kept (publish lists the partitions that have one).
     with summary_file.open("w") as out:
         out.write(summary.model_dump_json())
     return summary.counts[ResultClass.SUCCEEDED]
+
+
+def _published_as_they_are(answered: int) -> str:
+    return f"{answered} valid answers published as they are"
 
 
 class SampleValidateOperator(ApprovalGate, BaseOperator):
@@ -169,6 +179,9 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
             for item in sample:
                 line = {"custom_id": item.custom_id, "params": builder.params(item.record)}
                 out.write(json.dumps(line).encode() + b"\n")
+        with run.layout.sample_manifest.open("wb") as out:
+            for entry in _sample_manifest(sample):
+                out.write(entry.model_dump_json(exclude_none=True).encode() + b"\n")
 
         attempt = store.record_intent(
             run.store_run_id, SAMPLE_SHARD, 0, "sync", len(sample), file_digest(requests_file)
@@ -191,17 +204,21 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
         )
         # A sample-only run publishes nothing: a later night of the date must not take its answers.
         # Under `warn` the night goes on with this prompt, so its valid answers are as good as the
-        # batch's would be; sending those records again would pay for them twice.
+        # batch's would be; sending those records again would pay for them twice. Under `approve`
+        # they are kept once approved (`approved`), never before: a rejected night publishes nothing.
         keep = RunMode(self.mode) is RunMode.FULL and (gate.passed or spec.sample.action == "warn")
-        answered = _keep_valid_answers(run, spec, sample, gate, parts) if keep else 0
+        answered = _keep_valid_answers(run.layout, spec, gate, parts) if keep else 0
         for line in gate.summary_lines():
             self.log.info("%s", line)
         gate_file = run.layout.sample_gate
         gate_file.write_text(gate.model_dump_json())
+        waits = not gate.passed and RunMode(self.mode) is RunMode.FULL and spec.sample.action == "approve"
+        rationale = f"{why}; passed {gate.pass_rate:.0%}"
         lever = {
             "lever": "sample size",
             "value": str(gate.n),
-            "rationale": f"{why}; passed {gate.pass_rate:.0%}; {answered} valid answers published as they are",
+            # An approval adds how many answers it kept.
+            "rationale": rationale if waits else f"{rationale}; {_published_as_they_are(answered)}",
         }
         context["ti"].xcom_push(key="lever", value=lever)
         outcome = {
@@ -236,3 +253,22 @@ class SampleValidateOperator(ApprovalGate, BaseOperator):
             f"{below}. No batch was created. Failing examples: {examples}. Fix the prompt or the output "
             "schema, then clear this task."
         )
+
+    def approved(self, context: Context, outcome: dict[str, Any]) -> dict[str, Any]:
+        """The on-call person let the night go on with this prompt: keep the sample's valid answers,
+        as under ``warn``, so that shard leaves their records out and publish publishes them.
+
+        A new try, maybe on another worker: the sample comes from the run folder and the answers
+        from the parts in ``outcome`` (``self.run`` is rendered again from the route's XCom).
+        Kept once per run date, so an approval given again after a retry keeps nothing more.
+        """
+        run = RunContext.of(self.run)
+        gate = GateResult.model_validate_json(run.layout.sample_gate.read_text())
+        parts = [ObjectStoragePath(part) for part in outcome["results"]]
+        answered = _keep_valid_answers(run.layout, run.spec(), gate, parts)
+        self.log.info("Approved: %s", _published_as_they_are(answered))
+        ti = context["ti"]
+        if lever := ti.xcom_pull(task_ids=self.task_id, key="lever"):
+            lever["rationale"] = f"{lever['rationale']}; approved: {_published_as_they_are(answered)}"
+            ti.xcom_push(key="lever", value=lever)
+        return {**outcome, "answered": answered}

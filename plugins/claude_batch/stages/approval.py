@@ -25,8 +25,8 @@ class ApprovalGate:
     """Mixin of a gate operator whose spec ``action`` is ``approve``.
 
     The gate calls :meth:`wait_for_approval` instead of failing; the task resumes in
-    :meth:`resume_after_approval`, which returns the gate's result on Approve and fails the task,
-    before any batch exists, on Reject or when nobody answered in time.
+    :meth:`resume_after_approval`, which returns the gate's result (through :meth:`approved`) on
+    Approve and fails the task, before any batch exists, on Reject or when nobody answered in time.
     """
 
     task_id: str
@@ -98,6 +98,15 @@ class ApprovalGate:
                 "created. Fix the cause, then clear this task."
             ) from None
         self.log.info("Approved by %s at %s: going on", _who(event), _at(answer["responded_at"]))
+        return self.approved(context, outcome)
+
+    def approved(self, context: Context, outcome: dict[str, Any]) -> dict[str, Any]:
+        """What the gate does once approved, before the run goes on; returns the task's result.
+
+        It runs in a new try, maybe on another worker, and the answer may come again (Airflow
+        3.3.2 retries a gate answered before the scheduler saw its worker park, and the gate asks
+        again): it reads only ``outcome`` and the run folder, and doing it twice does it once.
+        """
         return outcome
 
 

@@ -3,6 +3,7 @@
 A run folder (one per workload and date, local or in object storage) holds::
 
     sample/requests.jsonl              the validation sample's requests
+    sample/manifest.jsonl              custom_id -> business key of each sampled record
     sample/results/part-NNN.jsonl      their answers, sent synchronously
     sample/gate.json, sample/report.json
     shards/shard-NNNNN.jsonl           round 0's request files, one per batch
@@ -119,6 +120,10 @@ class RunLayout(Generic[P]):
     @property
     def sample_requests(self) -> P:
         return self.sample_dir / "requests.jsonl"
+
+    @property
+    def sample_manifest(self) -> P:
+        return self.sample_dir / MANIFEST_FILE
 
     @property
     def sample_results(self) -> P:

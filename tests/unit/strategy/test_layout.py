@@ -26,6 +26,7 @@ def layout(request: pytest.FixtureRequest, tmp_path: Path) -> RunLayout:
 def test_every_file_keeps_the_name_runs_in_flight_have(layout: RunLayout) -> None:
     names = {
         "sample/requests.jsonl": layout.sample_requests,
+        "sample/manifest.jsonl": layout.sample_manifest,
         "sample/results": layout.sample_results,
         "sample/gate.json": layout.sample_gate,
         "sample/report.json": layout.sample_report,
