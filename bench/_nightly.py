@@ -221,9 +221,6 @@ def airflow_home(work: Path, emulator_url: str, name: str, dags_folder: Path | N
     # Polls of a batch that ends at once: the first look finds it ended; no 30 s pause per shard.
     env["CLAUDE_BATCH_POLL_INTERVAL"] = "1"
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
-    # Parsing the DAG file imports the whole product: on a shared machine at a load of 8-10 on 2
-    # cores it took over Airflow's 30 s, and the night failed with "Dag ... could not be found".
-    env["AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT"] = "600"
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
     return env
 

@@ -35,10 +35,11 @@ def airflow_environment(home: Path, emulator_url: str) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        # Parsing the DAG file imports Airflow's SDK and the anthropic SDK, each some seconds of CPU;
-        # on a machine busy with other work that stretched past the default 30 s (seen here under a
-        # load of 12). A parse cut off mid-import leaves a half-imported module behind, and every
-        # later import fails with a misleading AttributeError instead of a timeout.
+        # Parsing the DAG file imports Airflow's SDK, some seconds of CPU (the anthropic SDK waits for
+        # a task); on a machine busy with other work a parse once stretched past the default 30 s
+        # (under a load of 12). A parse cut off mid-import leaves a half-imported module behind, and
+        # every later import fails with a misleading AttributeError instead of a timeout. The
+        # benchmarks use this environment too.
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
         "AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps(
