@@ -235,22 +235,34 @@ def rerun_record(
     conn_id: str = "anthropic_default",
     store: Store | None = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    per_user_per_minute: int | None = None,
 ) -> RerunResult:
     """Re-run one record through the Messages API, publish its validated output and return it.
 
+    :param per_user_per_minute: at most this many re-runs by ``requested_by`` in any minute, in the
+        whole deployment (the ledger counts them); None: no limit.
+    :raises RerunRateLimitedError: ``requested_by`` is at the limit (nothing was sent).
     :raises RerunError: the workload, date, record or input is not usable (nothing was sent).
     :raises UpstreamError: the call failed (the ledger row says so; the text is redacted).
     :raises InvalidAnswerError: the answer does not validate (it was paid for, nothing was published).
     """
     deadline = time.monotonic() + timeout_seconds
     store = store or get_store()
+    if per_user_per_minute is not None:
+        store.check_rerun_rate(requested_by, per_user_per_minute)  # before the record is read
     spec, run = run_for(request, store)
     found = find_record(spec, run, request.business_key, store, deadline)
     record = found.record
     calls = rerun_calls(spec, found)
     chunked = len(calls) > 1
     intent = store.record_rerun_intent(
-        run.id, record.business_key, record.custom_id, requested_by, request.reason, spec.model
+        run.id,
+        record.business_key,
+        record.custom_id,
+        requested_by,
+        request.reason,
+        spec.model,
+        per_minute=per_user_per_minute,
     )
     mask_connection(conn_id)
     client = ClaudeBatchHook(conn_id=conn_id).get_conn()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from claude_batch.store.errors import (
     LedgerConflictError,
     RerunConflictError,
+    RerunRateLimitedError,
     StoreError,
     UnknownAttemptError,
     UnknownRunError,
@@ -49,6 +50,7 @@ __all__ = [
     "QuarantineRow",
     "RequestCounts",
     "RerunConflictError",
+    "RerunRateLimitedError",
     "RerunRecord",
     "RerunStatus",
     "RoundRouteRecord",

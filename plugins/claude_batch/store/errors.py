@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class StoreError(Exception):
     """Base class of the store's errors."""
@@ -21,3 +23,14 @@ class LedgerConflictError(StoreError):
 
 class RerunConflictError(StoreError):
     """A re-run cannot be completed or undone as asked: its state or the output moved on."""
+
+
+class RerunRateLimitedError(StoreError):
+    """A person started as many re-runs in the last minute as the deployment allows them."""
+
+    def __init__(self, requested_by: str, per_minute: int, retry_after_seconds: float) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(
+            f"{requested_by} has re-run {per_minute} records in the last minute, the limit; "
+            f"try again in {math.ceil(retry_after_seconds)} s"
+        )

@@ -17,7 +17,7 @@ import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from claude_batch.store.engine import WRITE_OPTION, make_engine
 from claude_batch.store.errors import (
     LedgerConflictError,
     RerunConflictError,
+    RerunRateLimitedError,
     StoreError,
     UnknownAttemptError,
     UnknownRunError,
@@ -79,6 +80,10 @@ LOOKUP_CHUNK = 1_000
 # Any constant unique to this project (not the migration's key): the PostgreSQL advisory lock that
 # serializes batch creates, see Store.batch_create_lock.
 BATCH_CREATE_LOCK_KEY = 4_711_270_391_355_120_002
+# The same for the admission of re-runs, see Store.record_rerun_intent.
+RERUN_ADMISSION_LOCK_KEY = 4_711_270_391_355_120_003
+# The window of the per-person re-run limit.
+RERUN_RATE_WINDOW = timedelta(minutes=1)
 
 _ATTEMPT_KINDS = frozenset({"batch", "sync"})
 _ATTEMPT_UPDATE_STATUSES = frozenset({"submitted", "ended", "failed", "canceled"})
@@ -727,28 +732,67 @@ class Store:
 
     # Re-runs
 
+    def check_rerun_rate(self, requested_by: str, per_minute: int) -> None:
+        """Refuse a re-run early, before its record is read, when its person is at their limit (see
+        ``record_rerun_intent``, which holds the limit).
+
+        :raises RerunRateLimitedError: with the seconds until the oldest re-run of the window ages out.
+        """
+        with self._reading() as session:
+            self._check_rerun_rate(session, requested_by, per_minute, _utcnow())
+
+    @staticmethod
+    def _check_rerun_rate(session: Session, requested_by: str, per_minute: int, now: datetime) -> None:
+        started, oldest = session.execute(
+            select(func.count(), func.min(Rerun.created_at)).where(
+                Rerun.requested_by == requested_by, Rerun.created_at > now - RERUN_RATE_WINDOW
+            )
+        ).one()
+        if started >= per_minute:
+            wait = (oldest + RERUN_RATE_WINDOW - now).total_seconds()
+            raise RerunRateLimitedError(requested_by, per_minute, max(wait, 1.0))
+
     def record_rerun_intent(
-        self, run_id: int, business_key: str, custom_id: str, requested_by: str, reason: str, model: str
+        self,
+        run_id: int,
+        business_key: str,
+        custom_id: str,
+        requested_by: str,
+        reason: str,
+        model: str,
+        *,
+        per_minute: int | None = None,
     ) -> RerunRecord:
-        """Write a re-run's ledger row before its paid call (status ``intent``)."""
-        rerun = Rerun(
-            run_id=run_id,
-            business_key=business_key,
-            custom_id=custom_id,
-            requested_by=requested_by,
-            reason=reason,
-            model=model,
-            status="intent",
-            input_tokens=0,
-            output_tokens=0,
-            cache_creation_input_tokens=0,
-            cache_read_input_tokens=0,
-            cache_creation_1h_input_tokens=0,
-            cost_usd=0.0,
-            created_at=_utcnow(),
-        )
+        """Write a re-run's ledger row before its paid call (status ``intent``).
+
+        :param per_minute: at most this many re-runs by ``requested_by`` in any minute, counted on the
+            ledger, so the limit holds across every api-server process and host of the deployment (an
+            in-process counter would allow it once per process). Counting and writing are one
+            serialized step: SQLite's write lock, an advisory lock on PostgreSQL. None: no limit.
+        :raises RerunRateLimitedError: the person is at the limit; nothing was written.
+        """
         with self._writing() as session:
             self._run(session, run_id)
+            if per_minute is not None:
+                if self._engine.dialect.name == "postgresql":
+                    session.execute(select(func.pg_advisory_xact_lock(RERUN_ADMISSION_LOCK_KEY)))
+                self._check_rerun_rate(session, requested_by, per_minute, _utcnow())
+            rerun = Rerun(
+                run_id=run_id,
+                business_key=business_key,
+                custom_id=custom_id,
+                requested_by=requested_by,
+                reason=reason,
+                model=model,
+                status="intent",
+                input_tokens=0,
+                output_tokens=0,
+                cache_creation_input_tokens=0,
+                cache_read_input_tokens=0,
+                cache_creation_1h_input_tokens=0,
+                cost_usd=0.0,
+                created_at=_utcnow(),
+            )
             session.add(rerun)
             session.flush()
             return RerunRecord.model_validate(rerun)

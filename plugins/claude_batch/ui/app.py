@@ -11,7 +11,9 @@ opens Airflow at the top level, not inside the frame the Airflow UI shows the pl
 A re-run is the one route that pays: it runs in a small thread pool of its own (so the api-server's
 request threads and event loop stay free), at most ``[claude_batch] rerun_max_concurrency`` at once,
 each within ``rerun_timeout_seconds``, and each user at most ``rerun_rate_limit_per_minute`` times a
-minute (429 with Retry-After beyond it).
+minute (429 with Retry-After beyond it). The pool and the timeout bound this process; the per-user
+limit is counted on the store's re-run ledger, so it holds for the deployment, however many
+api-server processes and hosts serve it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import threading
 import time
-from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -51,7 +51,7 @@ from claude_batch.rerun import (
     UpstreamError,
 )
 from claude_batch.rerun import rerun_record as run_rerun
-from claude_batch.store import RerunConflictError, RunRecord, UnknownRunError
+from claude_batch.store import RerunConflictError, RerunRateLimitedError, RunRecord, UnknownRunError
 from claude_batch.strategy.spec import bundled_workload_names, load_workload
 from claude_batch.ui.history import report_of, run_history
 from claude_batch.workloads import register_bundled_workloads
@@ -99,29 +99,6 @@ def rerun_settings() -> RerunSettings:
 def _rerun_pool(max_workers: int) -> ThreadPoolExecutor:
     # Its own threads: a re-run waits on the network for seconds, the api-server's shared pool must not.
     return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="claude-batch-rerun")
-
-
-class _PerUserRateLimit:
-    """A sliding one-minute window of accepted re-runs per user, in this api-server process."""
-
-    def __init__(self) -> None:
-        self._accepted: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def try_accept(self, user: str, per_minute: int) -> float:
-        """0 when accepted (and counted); otherwise the seconds until the user may try again."""
-        now = time.monotonic()
-        with self._lock:
-            window = self._accepted[user]
-            while window and window[0] <= now - 60:
-                window.popleft()
-            if len(window) >= per_minute:
-                return window[0] + 60 - now
-            window.append(now)
-            return 0.0
-
-
-_rate_limit = _PerUserRateLimit()
 
 
 class RerunBody(BaseModel):
@@ -293,14 +270,6 @@ async def rerun(dag_id: str, body: RerunBody, user: GetUserDep) -> RerunResult:
     workload = _workload(dag_id)
     settings = rerun_settings()
     username = user.get_name()
-    wait = _rate_limit.try_accept(username, settings.rate_limit_per_minute)
-    if wait:
-        raise HTTPException(
-            429,
-            f"{username} has re-run {settings.rate_limit_per_minute} records in the last minute, the limit; "
-            f"try again in {math.ceil(wait)} s",
-            headers={"Retry-After": str(math.ceil(wait))},
-        )
     request = RerunRequest(workload=workload, **body.model_dump())
     deadline = time.monotonic() + settings.timeout_seconds
 
@@ -308,7 +277,12 @@ async def rerun(dag_id: str, body: RerunBody, user: GetUserDep) -> RerunResult:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("waited for a free re-run slot until the timeout")
-        return run_rerun(request, requested_by=username, timeout_seconds=remaining)
+        return run_rerun(
+            request,
+            requested_by=username,
+            timeout_seconds=remaining,
+            per_user_per_minute=settings.rate_limit_per_minute,
+        )
 
     # A re-run still waiting for a slot when the timeout fires is cancelled there: it never pays.
     pending = asyncio.get_running_loop().run_in_executor(_rerun_pool(settings.max_concurrency), call)
@@ -320,6 +294,9 @@ async def rerun(dag_id: str, body: RerunBody, user: GetUserDep) -> RerunResult:
             f"the re-run did not finish within {settings.timeout_seconds:g} s (re-runs are busy or the API is "
             "slow); if it was sent, the run page shows it when it ends",
         ) from error
+    except RerunRateLimitedError as error:
+        wait = str(math.ceil(error.retry_after_seconds))
+        raise HTTPException(429, str(error), headers={"Retry-After": wait}) from error
     except UnknownRerunTargetError as error:
         raise HTTPException(404, redact(error)) from error
     except RerunError as error:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
-from claude_batch.store import ManifestRow, OutputRow, QuarantineRow, RerunConflictError, RunRecord, Store
+import pytest
+from sqlalchemy import create_engine, text
+
+from claude_batch.store import (
+    ManifestRow,
+    OutputRow,
+    QuarantineRow,
+    RerunConflictError,
+    RerunRateLimitedError,
+    RunRecord,
+    Store,
+)
 from claude_batch.strategy.usage import Usage
 from tests.unit.store.conftest import LOGICAL_DATE
 
@@ -131,3 +143,63 @@ def test_the_1h_cache_writes_are_kept_on_the_output_and_the_ledger_row(store: St
         ).usage
         == usage
     )
+
+
+def test_the_per_person_limit_holds_across_processes_of_the_deployment(
+    store_url: str, run: RunRecord
+) -> None:
+    # Two stores on one database stand for two api-server processes (or hosts); twelve of ana's
+    # re-runs arrive at once, half through each. An in-process counter would let 2 x 5 through.
+    with Store.connect(store_url) as one, Store.connect(store_url) as other:
+
+        def try_intent(number: int) -> bool:
+            store = (one, other)[number % 2]
+            try:
+                store.record_rerun_intent(
+                    run.id,
+                    f"A{number}",
+                    f"loan-A{number}",
+                    "ana",
+                    "checking",
+                    "claude-sonnet-4-6",
+                    per_minute=5,
+                )
+            except RerunRateLimitedError as error:
+                assert 0 < error.retry_after_seconds <= 60 and "ana has re-run 5 records" in str(error)
+                return False
+            return True
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            accepted = list(pool.map(try_intent, range(12)))
+
+        assert accepted.count(True) == 5
+        assert [r.requested_by for r in one.reruns(run.id)] == ["ana"] * 5
+        with pytest.raises(RerunRateLimitedError):
+            other.check_rerun_rate("ana", 5)
+        # The limit is each person's: bo is not held back by ana's re-runs.
+        other.check_rerun_rate("bo", 5)
+        one.record_rerun_intent(run.id, "B1", "loan-B1", "bo", "checking", "claude-sonnet-4-6", per_minute=5)
+
+
+def test_a_rerun_older_than_a_minute_no_longer_counts(store_url: str, store: Store, run: RunRecord) -> None:
+    for key in ("A1", "A2"):
+        store.record_rerun_intent(
+            run.id, key, f"loan-{key}", "ana", "checking", "claude-sonnet-4-6", per_minute=2
+        )
+    with pytest.raises(RerunRateLimitedError) as limited:
+        store.check_rerun_rate("ana", 2)
+    assert 55 < limited.value.retry_after_seconds <= 60
+
+    # The first one ages out of the window: one more may start, and then the limit is reached again.
+    oldest = min(r.id for r in store.reruns(run.id))
+    with create_engine(store_url).begin() as connection:
+        connection.execute(
+            text("UPDATE reruns SET created_at = :at WHERE id = :id"),
+            {"at": datetime.now(UTC) - timedelta(seconds=61), "id": oldest},
+        )
+    store.record_rerun_intent(run.id, "A3", "loan-A3", "ana", "checking", "claude-sonnet-4-6", per_minute=2)
+    with pytest.raises(RerunRateLimitedError):
+        store.record_rerun_intent(
+            run.id, "A4", "loan-A4", "ana", "checking", "claude-sonnet-4-6", per_minute=2
+        )
+    assert len(store.reruns(run.id)) == 3
