@@ -686,14 +686,18 @@ class Store:
     def upsert_outputs(self, workload: str, logical_date: date, rows: Iterable[OutputRow]) -> int:
         """Publish outputs keyed by (workload, business key, logical date); a re-run never duplicates.
 
-        The last row of a key wins. Publishing a key releases the quarantine rows of its manifest
-        records (see the module docstring). Returns the number of rows read.
+        The last row of a key wins, except over a re-run's output: a person re-ran that record after
+        the night and paid for it, so publishing the night again (a cleared ``publish``, a re-run of
+        the date) keeps it; *Undo* on the re-run puts the night's answer back. Publishing a key
+        releases the quarantine rows of its manifest records (see the module docstring). Returns the
+        number of rows read.
         """
         table = Output.__table__
         stmt = self._insert(table)
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.workload, table.c.logical_date, table.c.business_key],
             set_={name: stmt.excluded[name] for name in _OUTPUT_UPDATED},
+            where=table.c.source != "rerun",
         )
         run_ids = select(Run.id).where(Run.workload == workload, Run.logical_date == logical_date)
         read = 0

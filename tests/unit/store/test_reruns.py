@@ -203,3 +203,24 @@ def test_a_rerun_older_than_a_minute_no_longer_counts(store_url: str, store: Sto
             run.id, "A4", "loan-A4", "ana", "checking", "claude-sonnet-4-6", per_minute=2
         )
     assert len(store.reruns(run.id)) == 3
+
+
+def test_publishing_the_night_again_keeps_a_rerun_and_its_undo(store: Store, run: RunRecord) -> None:
+    # On-call clears publish after an analyst re-ran a record: the paid re-run stays published.
+    store.upsert_outputs(
+        "loan_review", LOGICAL_DATE, [_output("A1", "high", "batch"), _output("A2", "high", "batch")]
+    )
+    rerun_id = _intent(store, run, "A1")
+    store.publish_rerun(rerun_id, _output("A1", "low", "rerun"), cost_usd=0.01)
+
+    store.upsert_outputs(
+        "loan_review", LOGICAL_DATE, [_output("A1", "high", "batch"), _output("A2", "medium", "batch")]
+    )
+
+    kept = store.get_output("loan_review", "A1", LOGICAL_DATE)
+    assert (kept.source, kept.output["risk_level"]) == ("rerun", "low")
+    assert store.get_output("loan_review", "A2", LOGICAL_DATE).output["risk_level"] == "medium"
+    # Undo still finds the re-run's output in place and puts the night's answer back.
+    assert store.undo_rerun(rerun_id, "supervisor").status == "undone"
+    restored = store.get_output("loan_review", "A1", LOGICAL_DATE)
+    assert (restored.source, restored.output["risk_level"]) == ("batch", "high")
