@@ -135,6 +135,59 @@ def test_a_failed_night_is_marked_failed_in_the_store_with_its_error(pipeline_fo
     assert (point.status, point.error) == ("failed", run.error)
 
 
+def test_another_input_for_a_date_with_a_night_is_refused_and_the_night_is_left_as_it_was(
+    pipeline_for,
+) -> None:
+    # A trigger of a published date that names another file (the failing records, an empty or a
+    # missing one): before, it took the date's run over (failed, pointing at a file its re-runs could
+    # not read) and paid for a sample before the shards' "input changed" guard stopped it.
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from claude_batch.operators.route import RouteOperator
+
+    pipeline = pipeline_for()
+    loans = pipeline.loan_input(40)
+    assert pipeline.run(WORKLOAD, loans, sample_size=30).state == "success"
+    night = pipeline.store().run_of_date(WORKLOAD, date(2026, 6, 7))
+    paid = pipeline.emulator.stats()
+    failures = pipeline.loan_input(3, name="failing.jsonl")
+
+    dag_run = pipeline.run(
+        WORKLOAD, failures, logical_date=datetime(2026, 6, 7, 9, 0, tzinfo=UTC), sample_size=30
+    )
+
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["route"] == "failed" and states["sample_validate"] != "success"
+    after = pipeline.store().run_of_date(WORKLOAD, date(2026, 6, 7))
+    assert (after.status, after.dag_run_id, after.params, after.error) == (
+        "succeeded",
+        night.dag_run_id,
+        night.params,
+        None,
+    )
+    stats = pipeline.emulator.stats()
+    assert (stats["messages_created"], stats["batches_created"]) == (
+        paid["messages_created"],
+        paid["batches_created"],
+    )
+    with pytest.raises(
+        AirflowFailException, match=r"read .*loans\.jsonl; this DAG run names .*failing\.jsonl"
+    ) as refused:
+        RouteOperator._keep_the_dates_input(
+            pipeline.store(), load_workload(WORKLOAD), date(2026, 6, 7), str(failures)
+        )
+    assert "Re-run button" in str(refused.value) and "another logical date" in str(refused.value)
+    # The same input again re-attaches to the night, as a re-run of the date always has.
+    assert (
+        pipeline.run(
+            WORKLOAD, loans, logical_date=datetime(2026, 6, 7, 10, 0, tzinfo=UTC), sample_size=30
+        ).state
+        == "success"
+    )
+    assert pipeline.emulator.stats()["batches_created"] == paid["batches_created"]
+
+
 def _waiting_night(pipeline, wait_for: timedelta):
     """The loan DAG with the spec's input in tmp_path and a short ``input.wait_for``; the night's file."""
     spec = load_workload(WORKLOAD)

@@ -19,6 +19,7 @@ from claude_batch.stages.run import (
     logical_date_of,
     run_dir_for,
 )
+from claude_batch.store import Store
 from claude_batch.strategy.routing import decide_route, step_facts
 from claude_batch.strategy.spec import WorkloadSpec, load_workload
 from claude_batch.triggers.input import InputLandedTrigger
@@ -68,6 +69,7 @@ class RouteOperator(BaseOperator):
         # The run is in the store before anything can fail on the input: every night shows on the
         # plugin's page, a failed one with its error (``callbacks.mark_run_failed``).
         store = get_store()
+        self._keep_the_dates_input(store, spec, run_date, input_uri)
         run = store.open_run(
             spec.name,
             run_date,
@@ -108,6 +110,35 @@ class RouteOperator(BaseOperator):
             route=decision.route,
             route_rationale=decision.rationale,
         ).model_dump(mode="json")
+
+    @staticmethod
+    def _keep_the_dates_input(store: Store, spec: WorkloadSpec, run_date: date, input_uri: str) -> None:
+        """Refuse, before the date's run is touched, a DAG run that names another input for a date
+        whose run has already paid for, published or quarantined records of its own input: its
+        outputs, quarantine and ledger belong to that input, and taking the run over would fail it,
+        point it at a file its re-runs cannot read, and pay for a sample only for the shards' "input
+        changed" guard to stop later. A date with nothing of its input yet may start over with another.
+        """
+        earlier = store.run_of_date(spec.name, run_date)
+        earlier_input = (earlier.params or {}).get("input_uri") if earlier else None
+        if earlier is None or earlier_input in (None, input_uri):
+            return
+        holds_records = (
+            store.attempts_of_run(earlier.id)
+            or store.manifest_count(earlier.id)
+            or store.outputs_count(spec.name, run_date)
+            or store.quarantine_counts(earlier.id)
+        )
+        if not holds_records:
+            return
+        raise AirflowFailException(
+            f"The run of {spec.name} for {run_date} read {earlier_input}; this DAG run names {input_uri}. "
+            "A date keeps the input it paid for, so nothing was sent and that run is left as it was. "
+            "To re-run its failures use the Re-run button on its page (or POST "
+            f"/claude-batch/api/workloads/{spec.name}/rerun, or the rerun_record DAG), or clear recover "
+            f"and publish of its DAG run {earlier.dag_run_id}; to run another file, trigger it with "
+            "another logical date."
+        )
 
     def _wait_for_the_input(self, spec: WorkloadSpec, input_uri: str, run_date: date) -> None:
         """A night's file that has not landed yet is waited for, deferred (no worker slot), for the

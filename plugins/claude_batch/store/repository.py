@@ -271,14 +271,25 @@ class Store:
 
     def fail_run(self, workload: str, logical_date: date, dag_run_id: str | None, error: str) -> RunRecord:
         """Mark the run of a date failed with its error; creates the row when the night failed before
-        route opened it, so every failed night is in the store."""
+        route opened it, so every failed night is in the store.
+
+        A run that another DAG run holds (route opened it for that one, and refused this one) is left
+        as it is and returned unchanged: a refused DAG run must not fail the date's good night.
+        """
         failed = {"dag_run_id": dag_run_id, "status": RUN_FAILED, "error": error, "finished_at": _utcnow()}
         stmt = self._insert(Run).values(
             workload=workload, logical_date=logical_date, created_at=_utcnow(), params={}, **failed
         )
-        stmt = stmt.on_conflict_do_update(index_elements=[Run.workload, Run.logical_date], set_=failed)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Run.workload, Run.logical_date],
+            set_=failed,
+            where=or_(Run.__table__.c.dag_run_id.is_(None), Run.__table__.c.dag_run_id == dag_run_id),
+        )
         with self._writing() as session:
-            run_id = session.execute(stmt.returning(Run.id)).scalar_one()
+            run_id = session.execute(stmt.returning(Run.id)).scalar_one_or_none()
+            if run_id is None:
+                held = select(Run).where(Run.workload == workload, Run.logical_date == logical_date)
+                return RunRecord.model_validate(session.scalars(held).one())
             return RunRecord.model_validate(self._run(session, run_id))
 
     def get_run(self, run_id: int) -> RunRecord:

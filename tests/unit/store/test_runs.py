@@ -105,3 +105,17 @@ def test_failing_an_open_run_keeps_it_and_a_rerun_clears_the_error(store: Store)
         {"input_uri": "x"},
     )
     assert (again.status, again.error) == ("running", None)
+
+
+def test_a_dag_run_that_does_not_hold_the_dates_run_cannot_fail_it(store: Store) -> None:
+    night = store.open_run("loan_review", LOGICAL_DATE, "scheduled__1", params={"input_uri": "x"})
+    done = store.finish_run(night.id, "succeeded", {"published": 3})
+
+    # route refused manual__2 (another input) before opening the run: its failure is its own.
+    unchanged = store.fail_run("loan_review", LOGICAL_DATE, "manual__2", "route: another input")
+
+    assert unchanged == done
+    assert store.run_of_date("loan_review", LOGICAL_DATE) == done
+    # The DAG run that holds it still fails it (a cleared task that fails again).
+    failed = store.fail_run("loan_review", LOGICAL_DATE, "scheduled__1", "publish: boom")
+    assert (failed.status, failed.error) == ("failed", "publish: boom")
