@@ -144,6 +144,9 @@ def test_a_sample_gate_under_warn_goes_on_without_paying_its_valid_answers_again
     assert 0 < report.from_sample < 100
     assert round_zero == report.inputs - report.from_sample
     assert report.inputs == report.published + report.quarantined_total == 120
+    # The sample's invalid answers are not results "never sent": health raises no false alarm.
+    assert report.health.shares.get("unknown", 0) == 0
+    assert not [s for s in report.health.signals if "never sent" in s.message]
 
 
 def _approve_on_any_invalid_answer(spec):

@@ -128,11 +128,12 @@ def merge_chunks(
 
 
 def run_health(store: Store, run: RunContext, spec: WorkloadSpec, first_mix: dict[str, int]) -> HealthReport:
-    """This run's first-round mix against the trailing runs' (``health``)."""
+    """This run's first-round mix against the trailing runs' (``health``): the nights before its date,
+    so a backfill or a re-published night is compared with its own past, not with later nights."""
     trailing = [
         r.report["health"]["shares"]
-        for r in store.recent_runs(spec.name, spec.health.trailing_runs + 1)
-        if r.id != run.store_run_id and r.report and r.report.get("health")
+        for r in store.recent_runs(spec.name, spec.health.trailing_runs, before=run.run_date)
+        if r.report and r.report.get("health")
     ]
     return assess_health(first_mix, trailing, spec.health)
 

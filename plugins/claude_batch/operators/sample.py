@@ -90,8 +90,11 @@ def _keep_valid_answers(
             return PartitionSummary.model_validate_json(stream.read()).counts[ResultClass.SUCCEEDED]
     failed = {failure.custom_id for failure in gate.failures}
     kept = (entry for entry in read_manifest(layout.sample_manifest) if entry.custom_id not in failed)
+    # The failed answers' lines are left out with their entries: joined against the kept entries
+    # alone they were results "never sent", and health raised a false alarm about the join.
+    answers = (line for line in jsonl_lines(parts) if json.loads(line).get("custom_id") not in failed)
     out_dir = layout.partition_dir(0, SAMPLE_SHARD)
-    summary = partition_results(jsonl_lines(parts), kept, spec.output_model(), out_dir)
+    summary = partition_results(answers, kept, spec.output_model(), out_dir)
     # The summary last: it is what marks the answers kept (publish lists the partitions that have one).
     with summary_file.open("w") as out:
         out.write(summary.model_dump_json())

@@ -304,9 +304,12 @@ class Store:
             run = session.scalars(stmt).one_or_none()
             return None if run is None else RunRecord.model_validate(run)
 
-    def recent_runs(self, workload: str, limit: int = 30) -> list[RunRecord]:
-        """The latest runs of a workload, newest logical date first."""
-        stmt = select(Run).where(Run.workload == workload).order_by(Run.logical_date.desc()).limit(limit)
+    def recent_runs(self, workload: str, limit: int = 30, before: date | None = None) -> list[RunRecord]:
+        """The latest runs of a workload, newest logical date first; ``before``: only earlier dates."""
+        stmt = select(Run).where(Run.workload == workload)
+        if before is not None:
+            stmt = stmt.where(Run.logical_date < before)
+        stmt = stmt.order_by(Run.logical_date.desc()).limit(limit)
         with self._reading() as session:
             return [RunRecord.model_validate(run) for run in session.scalars(stmt)]
 

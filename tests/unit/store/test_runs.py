@@ -119,3 +119,17 @@ def test_a_dag_run_that_does_not_hold_the_dates_run_cannot_fail_it(store: Store)
     # The DAG run that holds it still fails it (a cleared task that fails again).
     failed = store.fail_run("loan_review", LOGICAL_DATE, "scheduled__1", "publish: boom")
     assert (failed.status, failed.error) == ("failed", "publish: boom")
+
+
+def test_recent_runs_before_a_date_leave_out_that_date_and_later_ones(store: Store) -> None:
+    for day in (1, 2, 3, 4):
+        store.open_run("loan_review", date(2026, 6, day), f"scheduled__{day}")
+
+    earlier = store.recent_runs("loan_review", 2, before=date(2026, 6, 3))
+
+    # A backfilled or re-published 3 June is compared with 2 and 1 June, not with 4 June.
+    assert [r.logical_date for r in earlier] == [date(2026, 6, 2), date(2026, 6, 1)]
+    assert [r.logical_date for r in store.recent_runs("loan_review", 2)] == [
+        date(2026, 6, 4),
+        date(2026, 6, 3),
+    ]
