@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, date, datetime
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -355,3 +356,29 @@ def test_a_rerun_of_an_oversized_record_sends_chunks_within_the_limit_and_publis
     assert undone.status_code == 200, undone.text
     restored = store.get_output(WORKLOAD, "900130", RUN_DATE)
     assert (restored.source, restored.output) == (night.source, night.output) and night.source != "rerun"
+
+
+def test_the_dag_run_link_leaves_airflows_sandboxed_plugin_frame_in_chromium(
+    night_with_quarantine, airflow_db, tmp_path
+) -> None:
+    # Airflow's Browse menu shows the plugin in <iframe sandbox="allow-scripts allow-same-origin
+    # allow-forms allow-downloads">: without allow-top-navigation a target="_top" click did nothing.
+    _, run, _ = night_with_quarantine
+    app = logged_in(api_server_app(), token_for("user", username="on-call"))
+    run_page = f"/claude-batch/workloads/{WORKLOAD}/runs/{run.id}"
+
+    with (
+        serving(app) as base_url,
+        chromium_page(f"{base_url}/plugin/claude-batch{run_page}", tmp_path / "chromium") as page,
+    ):
+        frame = "document.querySelector('iframe')"
+        sandbox = page.wait_for(
+            f"{frame} && {frame}.contentDocument && {frame}.contentDocument.getElementById('dag-run-link') "
+            f"&& {frame}.getAttribute('sandbox')",
+            timeout=90,
+        )
+        page.evaluate(f"{frame}.contentDocument.getElementById('dag-run-link').click()")
+        landed = page.wait_for(f"location.pathname.includes('/dags/{WORKLOAD}/runs/') && location.pathname")
+
+    assert "allow-top-navigation" not in sandbox
+    assert unquote(landed) == f"/dags/{WORKLOAD}/runs/{run.dag_run_id}"
