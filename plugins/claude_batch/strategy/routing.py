@@ -165,7 +165,9 @@ def decide_route(facts: StepFacts) -> RoutingDecision:
         needed = facts.expected_batch_latency + facts.batch_safety_margin
         if time_left < needed:
             too_close = (
-                f"the deadline {_at(facts.deadline)} is {_span(time_left)} away, less than {batch_window}"
+                f"the deadline {_at(facts.deadline)} passed {_span(-time_left)} ago"
+                if time_left < timedelta(0)
+                else f"the deadline {_at(facts.deadline)} is {_span(time_left)} away, less than {batch_window}"
             )
             if sync_finish <= facts.deadline:
                 return decision(Route.SYNC, f"{too_close}; {sync_numbers}, in time")

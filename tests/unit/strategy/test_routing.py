@@ -85,6 +85,14 @@ def test_when_even_sync_misses_the_deadline_the_sooner_route_wins_and_says_so() 
     assert "even sync misses it (50000 requests at 50/min take 16h40m" in decision.rationale
 
 
+def test_a_deadline_already_passed_says_so_and_the_sooner_route_wins() -> None:
+    # A backfill of last week, or a night triggered by hand after its 8 a.m.
+    decision = decide_route(_facts(volume=400, deadline=NOW - timedelta(hours=13, minutes=43)))
+    assert (decision.route, decision.deadline_at_risk) == (Route.SYNC, True)
+    assert "the deadline 2026-06-06T15:17+00:00 passed 13h43m ago" in decision.rationale
+    assert "-13h" not in decision.rationale
+
+
 def test_when_sync_misses_the_deadline_but_beats_the_batch_it_stays_sync() -> None:
     decision = decide_route(_facts(volume=400, deadline=NOW + timedelta(minutes=5)))
     assert decision.route is Route.SYNC
