@@ -44,7 +44,14 @@ WHOLE_INPUTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "gzip": (lambda path: path.write_bytes(gzip.compress(b'{"loan_file_id": "1"}\n')), "gzip-compressed"),
     "utf-16": (lambda path: path.write_bytes('{"loan_file_id": "1"}\n'.encode("utf-16")), "UTF-16"),
     "pdf": (lambda path: path.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n"), "a PDF document"),
+    # A CSV export given to the JSONL workload: every line would be an unreadable record.
+    "csv-export": (
+        lambda path: path.write_text('loan_file_id,product,text\n1,auto,"two\nlines"\n'),
+        "is CSV (its name and its first line), but loan_disclosure_review reads jsonl",
+    ),
 }
+# The file name each kind is given (a CSV export keeps its .csv).
+WHOLE_INPUT_SUFFIX = {"csv-export": ".csv"}
 # Every record of this input is bad: the run quarantines each and says the input is at fault.
 NOTHING_VALID = (
     b'{"loan_file_id": \n[1, 2]\n{"product": "auto", "text": "no key"}\nNaN\n{"loan_file_id": "x"}\n'
@@ -218,7 +225,7 @@ def test_an_input_that_is_no_text_file_fails_the_run_naming_the_input_and_the_ca
     kind: str, store_url: str, pipeline_for, tmp_path: Path
 ) -> None:
     make, cause = WHOLE_INPUTS[kind]
-    path = tmp_path / "inputs" / f"loans-{kind}.jsonl"
+    path = tmp_path / "inputs" / f"loans-{kind}{WHOLE_INPUT_SUFFIX.get(kind, '.jsonl')}"
     path.parent.mkdir(parents=True, exist_ok=True)
     make(path)
     spec = load_workload(WORKLOAD)
@@ -256,3 +263,19 @@ def test_an_input_with_no_valid_record_quarantines_each_and_blames_the_input_not
     assert (run.report["inputs"], run.report["published"], run.report["quarantined_total"]) == (5, 0, 5)
     stats = pipeline.emulator.stats()
     assert (stats["messages_created"], stats["batches_created"]) == (0, 0)
+
+
+def test_a_format_mismatch_is_refused_only_when_name_and_first_line_agree(tmp_path: Path) -> None:
+    spec = load_workload(WORKLOAD)
+    jsonl = tmp_path / "loans.jsonl"
+    jsonl.write_text('{"loan_file_id": "1", "product": "auto", "text": "t"}\n')
+    with pytest.raises(InputUnreadableError, match=r"is JSONL .*reads csv .*Convert it to CSV"):
+        count_input(spec_reading(spec, "csv"), str(jsonl))
+    # A JSONL export whose first line is damaged is still read, that line quarantined.
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text('loan_file_id,product\n{"loan_file_id": "1", "product": "auto", "text": "t"}\n')
+    assert count_input(spec_reading(spec, "jsonl"), str(damaged)) == 2
+    # A .csv holding JSON lines is read as the spec says (the name alone decides nothing).
+    named_csv = tmp_path / "loans.csv"
+    named_csv.write_text(jsonl.read_text())
+    assert count_input(spec_reading(spec, "jsonl"), str(named_csv)) == 1

@@ -145,12 +145,41 @@ def check_input(spec: WorkloadSpec, input_uri: str) -> None:
             "at one file"
         )
     with location.open("rb") as stream:
-        opening = stream.read(4)
+        opening = stream.read(_OPENING_BYTES)
     for magic, what, fix in _NOT_TEXT:
         if opening.startswith(magic):
             raise InputUnreadableError(
                 f"The input {input_uri} is {what}, not {spec.input.format.value} text; {fix}"
             )
+    _check_the_format_matches(spec, input_uri, opening)
+
+
+# Enough of a file's start to hold its first line (a CSV header, or most of a JSONL record).
+_OPENING_BYTES = 64 * 1024
+
+
+def _check_the_format_matches(spec: WorkloadSpec, input_uri: str, opening: bytes) -> None:
+    """A CSV export given to a workload that reads JSONL (or the other way round) would be read
+    through as every line unreadable: refuse it whole when both its name and its first line say so.
+    A JSONL file whose first line is bad but named .jsonl is read as usual (that line quarantined)."""
+    name = input_uri.lower().rsplit("?", 1)[0]
+    first_line = opening.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").split(b"\n", 1)[0]
+    looks_like_json = first_line.startswith(b"{")
+    if spec.input.format is InputFormat.JSONL and name.endswith((".csv", ".tsv")) and not looks_like_json:
+        found, fix = "CSV", "convert it to JSONL (one JSON object per line)"
+    elif (
+        spec.input.format is InputFormat.CSV
+        and name.endswith((".jsonl", ".json", ".ndjson"))
+        and looks_like_json
+    ):
+        found, fix = "JSONL", "convert it to CSV with a header line"
+    else:
+        return
+    raise InputUnreadableError(
+        f"The input {input_uri} is {found} (its name and its first line), but {spec.name} reads "
+        f"{spec.input.format.value} (input.format in its spec); nothing was read or sent. {fix[0].upper()}{fix[1:]}, "
+        "or point input_uri at the night's export in that format"
+    )
 
 
 def read_input(spec: WorkloadSpec, input_uri: str) -> Iterator[RecordRead]:
