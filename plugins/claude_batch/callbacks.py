@@ -1,7 +1,9 @@
-"""What a failed night leaves behind: its store run marked failed with the task and the error.
+"""What a failed night leaves behind: its store run marked failed with the task and the error, and
+the same words as its DAG run's note.
 
 The plugin's page (where the runbook sends on-call staff first) lists runs from the store, so a night
-that fails in any task, even before route opened its run, must still be there with the reason.
+that fails in any task, even before route opened its run, must still be there with the reason; the
+note says it on Airflow's own pages (the grid, the run list) without opening a task log.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import logging
 
 from airflow.sdk import Context
 
+from claude_batch.hooks.airflow_api import AirflowApiHook, fit_note
 from claude_batch.hooks.store import get_store
+from claude_batch.redaction import redact
 from claude_batch.stages.run import logical_date_of
 from claude_batch.strategy.spec import run_date_of
 
@@ -33,3 +37,5 @@ def mark_run_failed(context: Context) -> None:
     except Exception:
         # A store that cannot be reached must not hide the task's own failure.
         log.exception("Could not mark the run of %s failed in the store", dag_run.dag_id)
+    # Without the airflow_api connection, or with the api-server away, it logs why and goes on.
+    AirflowApiHook().set_dag_run_note(dag_run.dag_id, dag_run.run_id, fit_note(f"failed: {redact(message)}"))

@@ -32,3 +32,27 @@ def test_publish_sets_the_report_summary_as_the_dag_run_note(pipeline_for, tmp_p
     assert lines[0] == "- run report: loan_disclosure_review 2026-06-07"
     assert "- records: 40 in = 40 published + 0 quarantined" in note
     assert len(note) <= 1000
+
+
+def test_a_night_that_fails_says_where_and_why_in_its_note(pipeline_for, tmp_path, monkeypatch) -> None:
+    # A route failure (here the input does not exist) used to leave the DAG run without a note.
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({"notes": "notes-password"}))
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "notes:user")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+    pipeline = pipeline_for()
+    missing = tmp_path / "inputs" / "never-exported.jsonl"
+
+    with serving(api_server_app()) as base_url:
+        connection = {"conn_type": "http", "host": base_url, "login": "notes", "password": "notes-password"}
+        monkeypatch.setenv("AIRFLOW_CONN_AIRFLOW_API", json.dumps(connection))
+        dag_run = pipeline.run("loan_disclosure_review", missing)
+
+    assert dag_run.state == "failed"
+    with create_session() as session:
+        note = session.query(DagRun).filter(DagRun.run_id == dag_run.run_id).one().note
+    assert note.startswith(f"failed: route: The input {missing} does not exist")
+    assert len(note) <= 1000
