@@ -235,14 +235,26 @@ def test_the_rerun_button_of_a_quarantined_row_publishes_it_and_the_counts_chang
         rows = page.evaluate(
             "[...document.querySelectorAll('#quarantine tr[data-business-key]')].map(r => r.dataset.businessKey)"
         )
+        published_after_rerun = run_published(pipeline, run)
+        # The new re-run's row comes with its Undo button, no reload needed.
+        page.wait_for("document.querySelectorAll('#reruns button.undo').length === 1")
         reruns = page.evaluate("document.getElementById('reruns').innerText")
+        page.evaluate("document.querySelector('#reruns button.undo').click()")
+        undone = page.wait_for(
+            f"document.getElementById('count-quarantined') && "
+            f"document.getElementById('count-quarantined').textContent === '{len(quarantined)}' && "
+            "document.getElementById('reruns').innerText"
+        )
 
     # The answer as a result: the output's fields in a table, not a JSON document.
     assert shown.startswith(f"Published {first.custom_id}") and "risk_level" in shown and "{" not in shown
-    assert int(counts[0]) == run_published(pipeline, run) and first.business_key not in rows
+    assert int(counts[0]) == published_after_rerun and first.business_key not in rows
     assert len(rows) == len(quarantined) - 1
     assert "browser-analyst" in reruns and "fixed upstream" in reruns
-    assert pipeline.store().get_output(WORKLOAD, first.business_key, RUN_DATE).source == "rerun"
+    assert f"quarantine: {first.quarantine_class}" in reruns
+    # Undo put the quarantine row back, and the ledger row says who undid it.
+    assert "undone by browser-analyst" in undone
+    assert pipeline.store().get_output(WORKLOAD, first.business_key, RUN_DATE) is None
 
 
 def run_published(pipeline, run) -> int:
