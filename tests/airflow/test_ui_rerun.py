@@ -236,6 +236,11 @@ def test_the_rerun_button_of_a_quarantined_row_publishes_it_and_the_counts_chang
             "[...document.querySelectorAll('#quarantine tr[data-business-key]')].map(r => r.dataset.businessKey)"
         )
         published_after_rerun = run_published(pipeline, run)
+        [paid] = pipeline.store().reruns(run.id)
+        rerun_spend = page.wait_for(
+            "document.getElementById('count-reruns').textContent === '1' && "
+            "document.getElementById('rerun-cost').textContent"
+        )
         # The new re-run's row comes with its Undo button, no reload needed.
         page.wait_for("document.querySelectorAll('#reruns button.undo').length === 1")
         reruns = page.evaluate("document.getElementById('reruns').innerText")
@@ -252,6 +257,8 @@ def test_the_rerun_button_of_a_quarantined_row_publishes_it_and_the_counts_chang
     assert len(rows) == len(quarantined) - 1
     assert "browser-analyst" in reruns and "fixed upstream" in reruns
     assert f"quarantine: {first.quarantine_class}" in reruns
+    # The page counts the re-run's spend, which the night's report leaves out.
+    assert paid.cost_usd > 0 and float(rerun_spend) == pytest.approx(paid.cost_usd, abs=0.00006)
     # Undo put the quarantine row back, and the ledger row says who undid it.
     assert "undone by browser-analyst" in undone
     assert pipeline.store().get_output(WORKLOAD, first.business_key, RUN_DATE) is None

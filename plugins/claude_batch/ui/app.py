@@ -218,11 +218,15 @@ def _counts(run: RunRecord) -> dict[str, Any]:
     store = get_store()
     accounting = store.accounting(run.id)
     by_class = store.quarantine_counts(run.id)
+    # Every re-run was paid, an undone or failed one too; the report's cost is the night's alone.
+    reruns = store.reruns(run.id)
     return {
         "inputs": accounting.inputs,
         "published": accounting.published,
         "quarantined": sum(by_class.values()),
         "quarantined_by_class": by_class,
+        "reruns": len(reruns),
+        "rerun_cost_usd": round(sum(r.cost_usd for r in reruns), 6),
     }
 
 
