@@ -144,6 +144,7 @@ def test_another_input_for_a_date_with_a_night_is_refused_and_the_night_is_left_
     from airflow.sdk.exceptions import AirflowFailException
 
     from claude_batch.operators.route import RouteOperator
+    from claude_batch.stages.run import file_digest, input_location
 
     pipeline = pipeline_for()
     loans = pipeline.loan_input(40)
@@ -175,7 +176,7 @@ def test_another_input_for_a_date_with_a_night_is_refused_and_the_night_is_left_
         AirflowFailException, match=r"read .*loans\.jsonl; this DAG run names .*failing\.jsonl"
     ) as refused:
         RouteOperator._keep_the_dates_input(
-            pipeline.store(), load_workload(WORKLOAD), date(2026, 6, 7), str(failures)
+            pipeline.store(), load_workload(WORKLOAD), date(2026, 6, 7), str(failures), None
         )
     assert "Re-run button" in str(refused.value) and "another logical date" in str(refused.value)
     # The same input again re-attaches to the night, as a re-run of the date always has.
@@ -186,6 +187,24 @@ def test_another_input_for_a_date_with_a_night_is_refused_and_the_night_is_left_
         == "success"
     )
     assert pipeline.emulator.stats()["batches_created"] == paid["batches_created"]
+    # The same file with other contents (the export ran again): refused before the sample is paid.
+    messages = pipeline.emulator.stats()["messages_created"]
+    pipeline.loan_input(41)
+    changed = pipeline.run(
+        WORKLOAD, loans, logical_date=datetime(2026, 6, 7, 11, 0, tzinfo=UTC), sample_size=30
+    )
+    assert changed.state == "failed"
+    assert {ti.task_id: ti.state for ti in changed.get_task_instances()}["route"] == "failed"
+    assert pipeline.emulator.stats()["messages_created"] == messages
+    assert pipeline.store().run_of_date(WORKLOAD, date(2026, 6, 7)).status == "succeeded"
+    with pytest.raises(AirflowFailException, match=r"has changed since \(SHA-256 \w{12} then, \w{12} now\)"):
+        RouteOperator._keep_the_dates_input(
+            pipeline.store(),
+            load_workload(WORKLOAD),
+            date(2026, 6, 7),
+            str(loans),
+            file_digest(input_location(str(loans))),
+        )
 
 
 def _waiting_night(pipeline, wait_for: timedelta):

@@ -15,6 +15,7 @@ from claude_batch.stages.run import (
     InputUnreadableError,
     RunContext,
     count_input,
+    input_digest,
     input_location,
     logical_date_of,
     run_dir_for,
@@ -69,14 +70,12 @@ class RouteOperator(BaseOperator):
         # The run is in the store before anything can fail on the input: every night shows on the
         # plugin's page, a failed one with its error (``callbacks.mark_run_failed``).
         store = get_store()
-        self._keep_the_dates_input(store, spec, run_date, input_uri)
-        run = store.open_run(
-            spec.name,
-            run_date,
-            context["dag_run"].run_id,
-            deadline=deadline,
-            params={"input_uri": input_uri, "deadline": deadline.isoformat()},
-        )
+        digest = input_digest(spec, input_uri)
+        self._keep_the_dates_input(store, spec, run_date, input_uri, digest)
+        params = {"input_uri": input_uri, "deadline": deadline.isoformat()}
+        if digest:
+            params["input_digest"] = digest
+        run = store.open_run(spec.name, run_date, context["dag_run"].run_id, deadline=deadline, params=params)
         self._wait_for_the_input(spec, input_uri, run_date)
         try:
             volume = count_input(spec, input_uri)
@@ -112,16 +111,31 @@ class RouteOperator(BaseOperator):
         ).model_dump(mode="json")
 
     @staticmethod
-    def _keep_the_dates_input(store: Store, spec: WorkloadSpec, run_date: date, input_uri: str) -> None:
-        """Refuse, before the date's run is touched, a DAG run that names another input for a date
-        whose run has already paid for, published or quarantined records of its own input: its
-        outputs, quarantine and ledger belong to that input, and taking the run over would fail it,
-        point it at a file its re-runs cannot read, and pay for a sample only for the shards' "input
-        changed" guard to stop later. A date with nothing of its input yet may start over with another.
+    def _keep_the_dates_input(
+        store: Store, spec: WorkloadSpec, run_date: date, input_uri: str, digest: str | None
+    ) -> None:
+        """Refuse, before the date's run is touched, a DAG run whose input is not the one the date's
+        run has already paid for, published or quarantined records of (another file, or the same file
+        with other contents): its outputs, quarantine and ledger belong to that input, and taking the
+        run over would fail it, point it at a file its re-runs cannot read, and pay for a sample only
+        for the shards' "input changed" guard to stop later. A date with nothing of its input yet may
+        start over with another.
         """
         earlier = store.run_of_date(spec.name, run_date)
-        earlier_input = (earlier.params or {}).get("input_uri") if earlier else None
-        if earlier is None or earlier_input in (None, input_uri):
+        if earlier is None:
+            return
+        earlier_input = (earlier.params or {}).get("input_uri")
+        earlier_digest = (earlier.params or {}).get("input_digest")
+        if earlier_input is None:
+            return
+        if earlier_input != input_uri:
+            what = f"read {earlier_input}; this DAG run names {input_uri}"
+        elif earlier_digest and digest and earlier_digest != digest:
+            what = (
+                f"read {input_uri}, which has changed since (SHA-256 {earlier_digest[:12]} then, "
+                f"{digest[:12]} now)"
+            )
+        else:
             return
         holds_records = (
             store.attempts_of_run(earlier.id)
@@ -132,12 +146,11 @@ class RouteOperator(BaseOperator):
         if not holds_records:
             return
         raise AirflowFailException(
-            f"The run of {spec.name} for {run_date} read {earlier_input}; this DAG run names {input_uri}. "
-            "A date keeps the input it paid for, so nothing was sent and that run is left as it was. "
-            "To re-run its failures use the Re-run button on its page (or POST "
-            f"/claude-batch/api/workloads/{spec.name}/rerun, or the rerun_record DAG), or clear recover "
-            f"and publish of its DAG run {earlier.dag_run_id}; to run another file, trigger it with "
-            "another logical date."
+            f"The run of {spec.name} for {run_date} {what}. A date keeps the input it paid for, so "
+            "nothing was sent and that run is left as it was. To re-run its failures use the Re-run "
+            f"button on its page (or POST /claude-batch/api/workloads/{spec.name}/rerun, or the "
+            f"rerun_record DAG), or clear recover and publish of its DAG run {earlier.dag_run_id}; to "
+            "run another file, or the changed one, trigger it with another logical date."
         )
 
     def _wait_for_the_input(self, spec: WorkloadSpec, input_uri: str, run_date: date) -> None:

@@ -88,12 +88,21 @@ def input_location(uri: str) -> ObjectStoragePath:
 
 
 def file_digest(location: ObjectStoragePath) -> str:
-    """SHA-256 of a request file: the ledger notices when a shard's requests changed between tries."""
+    """SHA-256 of a file: the ledger notices when a shard's requests changed between tries, and route
+    when a date's input did."""
     digest = hashlib.sha256()
     with location.open("rb") as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def input_digest(spec: WorkloadSpec, input_uri: str) -> str | None:
+    """SHA-256 of the run's input file, when it is a file that is there (not SQL, not yet landed)."""
+    if spec.input.format is InputFormat.SQL or not input_uri:
+        return None
+    location = input_location(input_uri)
+    return file_digest(location) if location.is_file() else None
 
 
 def aware(moment: datetime) -> datetime:
