@@ -11,6 +11,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,10 @@ def airflow_db() -> Path:
     return _AIRFLOW_HOME
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A SQLAlchemy URL of a brand-new database on the server named by CLAUDE_BATCH_TEST_PG_URL.
-
-    The database is dropped afterwards, so tests never see each other's rows. Skips when the
-    variable is unset, fails under CI (.ci/run sets it).
-    """
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A SQLAlchemy URL of a brand-new database on the server named by CLAUDE_BATCH_TEST_PG_URL,
+    dropped afterwards. Skips when the variable is unset, fails under CI (.ci/run sets it)."""
     admin_url = os.environ.get(PG_URL_VARIABLE)
     if not admin_url:
         skip_outside_ci(f"{PG_URL_VARIABLE} is not set; PostgreSQL tests run in CI")
@@ -80,6 +78,13 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A brand-new PostgreSQL database per test, so tests never see each other's rows."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -22,9 +22,10 @@ from claude_batch.strategy.spec import load_workload
 from claude_batch.workloads import BUNDLED_WORKLOADS_DIR
 from claude_demo.loans import write_loan_files
 from claude_emulator.testing import running_emulator
+from tests.conftest import fresh_postgres_database
 from tests.system.deployment import AirflowDeployment, wait_for
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.system, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 WORKLOAD = "loan_disclosure_review"
 SPEC_NAME = "users_day_loans"
@@ -107,10 +108,18 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UsersDay]:
             """
         )
     )
-    with running_emulator(state=root / "emulator.db", processing_seconds=2) as emulator:
+    # The metadata DB is PostgreSQL, as in a deployment: on SQLite, Airflow's backfill endpoint can
+    # meet the scheduler's write lock (503 "locked"), and the scheduler then died on the half-made runs
+    # (StaleDataError), an Airflow limit of SQLite, not the project's. make airflow's SQLite night is
+    # tests/system/test_make_commands.py's.
+    with (
+        fresh_postgres_database() as metadata_url,
+        running_emulator(state=root / "emulator.db", processing_seconds=2) as emulator,
+    ):
         deployment = AirflowDeployment(
             root / "airflow",
             emulator.base_url,
+            metadata_url=metadata_url,
             # The scheduler creates the nights itself here, as in production.
             extra_env={
                 "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
